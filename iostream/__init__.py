@@ -1,0 +1,40 @@
+"""iostream: non-blocking socket streams that behave the same on every OS.
+
+Three layers, each usable alone (see ``SPEC.md``):
+
+- :mod:`iostream.pollers` — epoll, kqueue, devpoll, poll and select behind one
+  interface, chosen at run time (argument, ``IOSTREAM_POLLER``, or the best);
+- :class:`IOLoop` — fd handlers, callbacks and timers on a poller;
+- :class:`IOStream`, :class:`SSLIOStream`, :class:`TCPServer` — Tornado's
+  classic callback streams on the loop.
+"""
+
+from __future__ import annotations
+
+from iostream import pollers
+from iostream._version import __version__
+from iostream.ioloop import IOLoop
+from iostream.pollers import ERROR, READ, WRITE
+from iostream.stream import (
+    IOStream,
+    SSLIOStream,
+    StreamBufferFullError,
+    StreamClosedError,
+    UnsatisfiableReadError,
+)
+from iostream.tcpserver import TCPServer
+
+__all__ = [
+    "ERROR",
+    "READ",
+    "WRITE",
+    "IOLoop",
+    "IOStream",
+    "SSLIOStream",
+    "StreamBufferFullError",
+    "StreamClosedError",
+    "TCPServer",
+    "UnsatisfiableReadError",
+    "__version__",
+    "pollers",
+]

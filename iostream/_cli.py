@@ -1,0 +1,786 @@
+"""The command line: ``python -m iostream info | get | bench``.
+
+- ``info`` says which poller this machine would use, why (the ``--poller``
+  argument, ``IOSTREAM_POLLER``, or the default), which pollers are
+  available, and why the others are not.
+- ``get URL`` fetches an ``http://`` or ``https://`` URL with
+  :class:`~iostream.IOStream` / :class:`~iostream.SSLIOStream` (HTTP/1.1,
+  ``Connection: close``, Content-Length, chunked or read-until-close bodies)
+  and writes the body to standard output. Failures are one line on standard
+  error and an exit code that says what went wrong (:data:`EXIT_CODES`).
+- ``bench`` hands its arguments to ``iostream.bench.main``.
+
+Only the ``get`` client lives here; the streams know nothing about HTTP.
+Every command returns an exit code instead of raising, and a user error is
+never shown as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import socket
+import ssl
+import sys
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from iostream._version import __version__
+
+if TYPE_CHECKING:
+    from iostream import IOLoop, IOStream
+
+#: Exit codes of ``get`` (and of the other commands where they apply).
+EXIT_OK = 0
+#: Another network error, or a response that is not valid HTTP/1.x.
+EXIT_ERROR = 1
+#: A bad URL or a bad argument (also argparse's code for a usage error).
+EXIT_USAGE = 2
+#: The server refused the connection.
+EXIT_REFUSED = 3
+#: Connecting, or waiting for the server, took longer than ``--timeout``.
+EXIT_TIMEOUT = 4
+#: The TLS handshake failed (untrusted or wrong-host certificate, protocol error).
+EXIT_TLS = 5
+
+#: Exit code -> meaning, as ``--help`` and the README show them.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "other network error, or a bad HTTP response",
+    EXIT_USAGE: "bad URL or bad argument (including a bad IOSTREAM_POLLER)",
+    EXIT_REFUSED: "connection refused",
+    EXIT_TIMEOUT: "timed out",
+    EXIT_TLS: "TLS failure (certificate not trusted, wrong host, handshake error)",
+}
+
+#: Every poller name SPEC knows, best first (used when the pollers module
+#: does not offer its own list).
+_KNOWN_POLLERS = ("kqueue", "epoll", "devpoll", "poll", "select")
+
+_PROG = "python -m iostream"
+
+log = logging.getLogger("iostream.cli")
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr with exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _one_line(text: object) -> str:
+    """*text* as a single line (exception messages may span several)."""
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"iostream: error: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
+# --------------------------------------------------------------------- info
+
+
+@dataclass
+class PollerInfo:
+    """What ``info`` reports: the chosen poller and how it was chosen."""
+
+    chosen: str
+    reason: str
+    available: list[str]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def _unavailable_reasons(available: Sequence[str]) -> dict[str, str]:
+    """Name -> why it cannot be used here, for every known poller not available."""
+    from iostream import pollers
+
+    reasons_fn: Callable[[], dict[str, str]] | None = getattr(pollers, "unavailable_reasons", None)
+    if reasons_fn is not None:
+        return dict(reasons_fn())
+    backends: dict[str, Any] = dict(getattr(pollers, "BACKENDS", {}) or {})
+    names = list(dict.fromkeys([*_KNOWN_POLLERS, *backends]))
+    reasons: dict[str, str] = {}
+    for name in names:
+        if name in available:
+            continue
+        cls = backends.get(name)
+        if name == "poll" and sys.platform == "darwin":
+            reasons[name] = "poll() is unreliable on macOS; use kqueue or select"
+        elif cls is None:
+            reasons[name] = "no backend of this name in this build"
+        else:
+            reasons[name] = f"not supported on this platform ({sys.platform})"
+    return reasons
+
+
+def poller_info(poller: str | None) -> PollerInfo:
+    """Work out which poller ``choose()`` gives, and why.
+
+    Raises ``ValueError`` / ``PollerUnavailable`` (a ``RuntimeError``) from
+    :func:`iostream.pollers.choose` for a bad name.
+    """
+    from iostream import pollers
+
+    env_var: str = getattr(pollers, "ENV_VAR", "IOSTREAM_POLLER")
+    env_value = os.environ.get(env_var, "")
+    if poller is not None and poller.strip():
+        cls = pollers.choose(poller)
+        reason = f"argument --poller {poller}"
+    elif env_value.strip():
+        cls = pollers.choose()
+        reason = f"{env_var}={env_value}"
+    else:
+        cls = pollers.choose()
+        reason = "default: best available"
+    available = list(pollers.available())
+    return PollerInfo(
+        chosen=cls.name,
+        reason=reason,
+        available=available,
+        unavailable=_unavailable_reasons(available),
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``info``: print the chosen poller, why, and what is (un)available."""
+    try:
+        info = poller_info(args.poller)
+    except (ValueError, RuntimeError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.json:
+        data = {
+            "version": __version__,
+            "python": platform.python_version(),
+            "platform": sys.platform,
+            "poller": info.chosen,
+            "reason": info.reason,
+            "available": info.available,
+            "unavailable": info.unavailable,
+        }
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(f"iostream {__version__} on Python {platform.python_version()} ({sys.platform})")
+    print(f"poller:      {info.chosen}")
+    print(f"chosen by:   {info.reason}")
+    print(f"available:   {', '.join(info.available) or '(none)'}  (best first)")
+    if info.unavailable:
+        print("unavailable:")
+        width = max(len(name) for name in info.unavailable)
+        for name, why in info.unavailable.items():
+            print(f"  {name:<{width}}  {_one_line(why)}")
+    else:
+        print("unavailable: (none)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- get
+
+
+@dataclass
+class Target:
+    """A parsed ``http(s)://`` URL: where to connect and what to ask for."""
+
+    scheme: str
+    host: str
+    port: int
+    request_target: str
+    host_header: str
+
+
+def parse_url(url: str) -> Target:
+    """Parse *url*; raise :class:`CLIError` (exit 2) unless it is a usable http(s) URL."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise CLIError(f"bad URL {url!r}: {exc}", EXIT_USAGE) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise CLIError(f"bad URL {url!r}: the scheme must be http:// or https://", EXIT_USAGE)
+    host = parts.hostname
+    if not host:
+        raise CLIError(f"bad URL {url!r}: no host", EXIT_USAGE)
+    if any(ch.isspace() for ch in url):
+        raise CLIError(f"bad URL {url!r}: contains white space", EXIT_USAGE)
+    default_port = 443 if scheme == "https" else 80
+    if port is None:
+        port = default_port
+    if port == 0:
+        raise CLIError(f"bad URL {url!r}: port 0", EXIT_USAGE)
+    host_in_header = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        host_in_header = f"{host_in_header}:{port}"
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    # Non-ASCII in a URL must arrive percent-encoded on the wire.
+    target = urllib.parse.quote(target, safe="/?&=%:@!$'()*+,;~-._")
+    try:
+        host_in_header.encode("ascii")
+    except UnicodeEncodeError:
+        try:
+            host_in_header = host_in_header.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise CLIError(f"bad URL {url!r}: bad host name: {exc}", EXIT_USAGE) from None
+    return Target(scheme, host, port, target, host_in_header)
+
+
+class BadResponse(Exception):
+    """The server's reply is not valid HTTP/1.x."""
+
+
+@dataclass
+class Response:
+    """The status line and headers of an HTTP response."""
+
+    version: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header *name* (case-insensitive), in order."""
+        lname = name.lower()
+        return [value for key, value in self.headers if key.lower() == lname]
+
+
+def parse_head(data: bytes) -> Response:
+    """Parse a status line and headers ending in a blank line."""
+    text = data.decode("iso-8859-1")
+    lines = text.split("\r\n")
+    status_line = lines[0]
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise BadResponse(f"not an HTTP/1.x status line: {status_line[:80]!r}")
+    version, code = parts[0], parts[1]
+    if len(code) != 3 or not code.isdigit():
+        raise BadResponse(f"bad status code in {status_line[:80]!r}")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t":
+            # obs-fold (RFC 9112 section 5.2): a continuation of the last value.
+            if not headers:
+                raise BadResponse("header continuation before any header")
+            key, value = headers[-1]
+            headers[-1] = (key, f"{value} {line.strip()}")
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key or key != key.strip():
+            raise BadResponse(f"bad header line {line[:80]!r}")
+        headers.append((key, value.strip()))
+    return Response(version, int(code), parts[2] if len(parts) > 2 else "", headers)
+
+
+#: Longest status line + headers accepted, and longest chunk-size line.
+MAX_HEAD_BYTES = 65536
+MAX_CHUNK_LINE = 4096
+
+
+class HTTPGet:
+    """One ``GET`` over an IOStream: connect, send, parse, stream the body to *out*.
+
+    The result is :attr:`code` (an exit code) and :attr:`message` (the
+    one-line error, empty on success), set when the loop stops.
+    """
+
+    def __init__(
+        self,
+        io_loop: IOLoop,
+        target: Target,
+        out: BinaryIO,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+        include_headers: bool = False,
+    ) -> None:
+        self.io_loop = io_loop
+        self.target = target
+        self.out = out
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self.include_headers = include_headers
+        self.code: int | None = None
+        self.message = ""
+        self.response: Response | None = None
+        self.stream: IOStream | None = None
+        self._addresses: list[tuple[int, Any]] = []
+        self._timer: Any = None  # the handle call_later returned
+        self._connected = False
+        self._body_bytes = 0
+        self._expected: int | None = None
+
+    # -- lifecycle
+
+    def start(self, addresses: list[tuple[int, Any]]) -> None:
+        """Begin with the first of *addresses* (``(family, sockaddr)`` pairs)."""
+        self._addresses = list(addresses)
+        self._arm_timer()
+        self._connect_next()
+
+    def finish(self, code: int, message: str = "") -> None:
+        """Record the result (the first one wins), close the stream, stop the loop."""
+        if self.code is not None:
+            return
+        self.code = code
+        self.message = message
+        if self._timer is not None:
+            self.io_loop.remove_timeout(self._timer)
+            self._timer = None
+        stream = self.stream
+        if stream is not None and not stream.closed():
+            stream.close()
+        self.io_loop.stop()
+
+    def _arm_timer(self) -> None:
+        """(Re)start the inactivity timer: progress of any kind pushes it back."""
+        if self.code is not None:
+            return
+        if self._timer is not None:
+            self.io_loop.remove_timeout(self._timer)
+        self._timer = self.io_loop.call_later(self.timeout, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        what = "waiting for the server" if self._connected else "connecting"
+        where = f"{self.target.host}:{self.target.port}"
+        self.finish(EXIT_TIMEOUT, f"timed out after {self.timeout:g}s {what} ({where})")
+
+    # -- connect
+
+    def _connect_next(self) -> None:
+        from iostream import IOStream, SSLIOStream
+
+        family, sockaddr = self._addresses.pop(0)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        stream: IOStream
+        if self.ssl_context is not None:
+            stream = SSLIOStream(sock, ssl_options=self.ssl_context, io_loop=self.io_loop)
+        else:
+            stream = IOStream(sock, io_loop=self.io_loop)
+        self.stream = stream
+        stream.set_close_callback(lambda: self._on_close(stream))
+        server_hostname = self.target.host if self.ssl_context is not None else None
+        stream.connect(sockaddr, self._on_connect, server_hostname=server_hostname)
+
+    def _on_connect(self) -> None:
+        assert self.stream is not None
+        self._connected = True
+        self._arm_timer()
+        t = self.target
+        request = (
+            f"GET {t.request_target} HTTP/1.1\r\n"
+            f"Host: {t.host_header}\r\n"
+            f"User-Agent: iostream/{__version__}\r\n"
+            "Accept: */*\r\n"
+            "Accept-Encoding: identity\r\n"
+            "Connection: close\r\n"
+            "\r\n"
+        )
+        self.stream.write(request.encode("ascii"))
+        self.stream.read_until(b"\r\n\r\n", self._on_head, max_bytes=MAX_HEAD_BYTES)
+
+    def _on_close(self, stream: IOStream) -> None:
+        if self.code is not None or stream is not self.stream:
+            return
+        error = stream.error
+        if not self._connected:
+            if error is not None and self._addresses and not isinstance(error, ssl.SSLError):
+                # Try the next address (e.g. 127.0.0.1 after ::1 for "localhost").
+                log.debug("connect to an address failed (%s); trying the next", error)
+                self._connect_next()
+                return
+            self._fail_with(error, "the connection closed while connecting")
+            return
+        if error is not None:
+            self._fail_with(error, "")
+            return
+        if self.response is None:
+            self.finish(EXIT_ERROR, "the server closed the connection without a response")
+        elif self._expected is not None:
+            self.finish(
+                EXIT_ERROR,
+                f"the server closed the connection after {self._body_bytes} of "
+                f"{self._expected} body bytes",
+            )
+        else:
+            self.finish(EXIT_ERROR, "the server closed the connection mid-response")
+
+    def _fail_with(self, error: BaseException | None, fallback: str) -> None:
+        where = f"{self.target.host}:{self.target.port}"
+        if error is None:
+            self.finish(EXIT_ERROR, f"{fallback} ({where})")
+            return
+        code, what = classify_error(error)
+        detail = _one_line(getattr(error, "strerror", None) or error) or type(error).__name__
+        if isinstance(error, ssl.SSLError):
+            detail = _one_line(getattr(error, "verify_message", None) or error.reason or error)
+        self.finish(code, f"{what} ({where}): {detail}")
+
+    # -- response
+
+    def _write_out(self, data: bytes) -> None:
+        if not data or self.code is not None:
+            return
+        self._body_bytes += len(data)
+        self._arm_timer()
+        try:
+            self.out.write(data)
+        except BrokenPipeError:
+            # The reader went away (`... | head`): stop, with no message.
+            self.finish(EXIT_ERROR, "")
+
+    def _on_head(self, data: bytes) -> None:
+        try:
+            response = parse_head(data)
+        except BadResponse as exc:
+            self.finish(EXIT_ERROR, f"bad response: {exc}")
+            return
+        assert self.stream is not None
+        self._arm_timer()
+        if 100 <= response.status < 200 and response.status != 101:
+            # An interim response (100 Continue, 103 Early Hints): the real one follows.
+            self.stream.read_until(b"\r\n\r\n", self._on_head, max_bytes=MAX_HEAD_BYTES)
+            return
+        self.response = response
+        log.info("%s %s %s", response.version, response.status, response.reason)
+        if self.include_headers:
+            self.out.write(data)
+        if response.status in (101, 204, 304):
+            self.finish(EXIT_OK)
+            return
+        codings = [
+            c.strip().lower()
+            for value in response.get_all("Transfer-Encoding")
+            for c in value.split(",")
+            if c.strip()
+        ]
+        if codings:
+            if codings[-1] != "chunked":
+                # RFC 9112 section 6.3: without chunked last, the body runs to the close.
+                self.stream.read_until_close(self._on_body_end, streaming_callback=self._write_out)
+                return
+            self._read_chunk_size()
+            return
+        lengths = {
+            v.strip() for value in response.get_all("Content-Length") for v in value.split(",")
+        }
+        if lengths:
+            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+                self.finish(EXIT_ERROR, f"bad response: bad Content-Length {sorted(lengths)}")
+                return
+            self._expected = int(next(iter(lengths)))
+            if self._expected == 0:
+                self.finish(EXIT_OK)
+                return
+            self.stream.read_bytes(
+                self._expected, self._on_body_end, streaming_callback=self._write_out
+            )
+            return
+        self.stream.read_until_close(self._on_body_end, streaming_callback=self._write_out)
+
+    def _on_body_end(self, data: bytes) -> None:
+        self._write_out(data)
+        stream = self.stream
+        if self._expected is None and stream is not None and stream.error is not None:
+            # read_until_close delivers what was buffered even after an error.
+            self._fail_with(stream.error, "")
+            return
+        self.finish(EXIT_OK)
+
+    # -- chunked transfer coding (RFC 9112 section 7.1)
+
+    def _read_chunk_size(self) -> None:
+        assert self.stream is not None
+        self.stream.read_until(b"\r\n", self._on_chunk_size, max_bytes=MAX_CHUNK_LINE)
+
+    def _on_chunk_size(self, line: bytes) -> None:
+        self._arm_timer()
+        size_text = line[:-2].split(b";", 1)[0].strip()
+        try:
+            if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+                raise ValueError(size_text)
+            size = int(size_text, 16)
+        except ValueError:
+            self.finish(EXIT_ERROR, f"bad response: bad chunk size line {line[:40]!r}")
+            return
+        assert self.stream is not None
+        if size == 0:
+            self.stream.read_until(b"\r\n", self._on_trailer, max_bytes=MAX_HEAD_BYTES)
+            return
+        self.stream.read_bytes(size, self._on_chunk_data, streaming_callback=self._write_out)
+
+    def _on_chunk_data(self, data: bytes) -> None:
+        self._write_out(data)
+        assert self.stream is not None
+        self.stream.read_bytes(2, self._on_chunk_end)
+
+    def _on_chunk_end(self, crlf: bytes) -> None:
+        if crlf != b"\r\n":
+            self.finish(EXIT_ERROR, "bad response: a chunk is not followed by CRLF")
+            return
+        self._read_chunk_size()
+
+    def _on_trailer(self, line: bytes) -> None:
+        if line == b"\r\n":
+            self.finish(EXIT_OK)
+            return
+        assert self.stream is not None
+        self.stream.read_until(b"\r\n", self._on_trailer, max_bytes=MAX_HEAD_BYTES)
+
+
+def classify_error(error: BaseException) -> tuple[int, str]:
+    """Map the exception that closed a stream to ``(exit code, short description)``."""
+    if isinstance(error, ssl.SSLError):
+        return EXIT_TLS, "TLS failure"
+    if isinstance(error, ConnectionRefusedError):
+        return EXIT_REFUSED, "connection refused"
+    if isinstance(error, TimeoutError):
+        return EXIT_TIMEOUT, "timed out"
+    if isinstance(error, OSError):
+        return EXIT_ERROR, "network error"
+    return EXIT_ERROR, f"error ({type(error).__name__})"
+
+
+def _resolve(target: Target) -> list[tuple[int, Any]]:
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CLIError(f"cannot resolve {target.host!r}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:
+        raise CLIError(f"bad URL: bad host name {target.host!r}: {exc}", EXIT_USAGE) from None
+    if not infos:
+        raise CLIError(f"cannot resolve {target.host!r}: no address")
+    seen: list[tuple[int, Any]] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if (family, sockaddr) not in seen:
+            seen.append((family, sockaddr))
+    return seen
+
+
+def _ssl_context(cafile: str | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except FileNotFoundError:
+        raise CLIError(f"--cafile: no such file: {cafile}", EXIT_USAGE) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise CLIError(f"--cafile: cannot load {cafile}: {exc}", EXIT_USAGE) from None
+
+
+def fetch(
+    url: str,
+    out: BinaryIO,
+    *,
+    poller: str | None = None,
+    cafile: str | None = None,
+    timeout: float = 30.0,
+    include_headers: bool = False,
+) -> tuple[int, str]:
+    """Fetch *url* into *out*; return ``(exit code, one-line error)``.
+
+    The message is empty on success, and on the one failure that must stay
+    silent: *out* was closed by its reader (a broken pipe).
+    """
+    from iostream import IOLoop
+
+    try:
+        target = parse_url(url)
+        if timeout <= 0:
+            raise CLIError(f"--timeout must be a positive number of seconds, got {timeout:g}", 2)
+        if cafile is not None and target.scheme != "https":
+            log.info("--cafile is ignored for an http:// URL")
+        context = _ssl_context(cafile) if target.scheme == "https" else None
+        try:
+            io_loop = IOLoop(poller)
+        except (ValueError, RuntimeError) as exc:
+            raise CLIError(str(exc), EXIT_USAGE) from None
+        addresses = _resolve(target)
+    except CLIError as exc:
+        return exc.code, str(exc)
+    get = HTTPGet(io_loop, target, out, context, timeout, include_headers)
+    try:
+        io_loop.add_callback(get.start, addresses)
+        io_loop.start()
+    finally:
+        if get.stream is not None and not get.stream.closed():
+            get.stream.close()
+        io_loop.close(all_fds=True)
+    if get.code is None:
+        return EXIT_ERROR, "the event loop stopped before the request finished"
+    return get.code, get.message
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """``get``: fetch a URL and write its body to stdout."""
+    out = sys.stdout.buffer
+    try:
+        code, message = fetch(
+            args.url,
+            out,
+            poller=args.poller,
+            cafile=args.cafile,
+            timeout=args.timeout,
+            include_headers=args.include,
+        )
+        out.flush()
+    except BrokenPipeError:
+        code, message = EXIT_ERROR, ""
+    if code != EXIT_OK and not message:
+        # The reader went away (`... | head`): stop quietly, and keep Python
+        # from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return code
+    if code != EXIT_OK:
+        return _fail(message, code)
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- bench
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    """``bench``: run ``iostream.bench.main(argv)``; a clear error if it is missing."""
+    module: Any = None
+    for name in ("iostream.bench", "bench"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            continue
+        candidate = importlib.import_module(name)
+        if callable(getattr(candidate, "main", None)):
+            module = candidate
+            break
+    if module is None:
+        return _fail(
+            "the benchmark suite is not available: iostream.bench (with a main(argv) "
+            "function) is missing from this copy of iostream",
+            EXIT_ERROR,
+        )
+    result = module.main(list(argv))
+    return int(result or 0)
+
+
+# --------------------------------------------------------------------- main
+
+
+def _exit_code_help() -> str:
+    return "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m iostream``."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="iostream: non-blocking socket streams on a pluggable poller.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "commands:\n"
+            "  info    which poller is used here, why, and which are available\n"
+            "  get     fetch an http:// or https:// URL and print the body\n"
+            "  bench   run the benchmark suite (python -m iostream bench --help)\n"
+            "\n"
+            "The poller is chosen by --poller, else by the IOSTREAM_POLLER environment\n"
+            "variable (a name or a comma-separated preference list), else the best\n"
+            "available one.\n"
+            "\n"
+            f"exit codes:\n{_exit_code_help()}"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"iostream {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="{info,get,bench}")
+
+    info = sub.add_parser(
+        "info",
+        help="show the chosen poller, why, and the available ones",
+        description="Show the poller iostream would use here, why, which pollers are "
+        "available, and why the others are not.",
+    )
+    info.add_argument("--poller", metavar="NAME", help="choose this poller (a name or a list)")
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
+    info.set_defaults(func=cmd_info)
+
+    get = sub.add_parser(
+        "get",
+        help="fetch an http:// or https:// URL and print its body",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fetch URL with IOStream (SSLIOStream for https://) over HTTP/1.1 and "
+        "write the body to stdout. Certificates and host names are verified. Redirects "
+        "are not followed.",
+        epilog=f"exit codes:\n{_exit_code_help()}",
+    )
+    get.add_argument("url", metavar="URL", help="an http:// or https:// URL")
+    get.add_argument("--poller", metavar="NAME", help="the poller to run on")
+    get.add_argument(
+        "--cafile",
+        metavar="PATH",
+        help="trust the CA certificates in this PEM file (instead of the system's)",
+    )
+    get.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=30.0,
+        help="give up when connecting, or waiting for the server, takes longer "
+        "than this (default: 30)",
+    )
+    get.add_argument(
+        "-i", "--include", action="store_true", help="also print the status line and headers"
+    )
+    get.set_defaults(func=cmd_get)
+
+    sub.add_parser(
+        "bench",
+        help="run the benchmark suite (its own options follow)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while args_list and args_list[0] in ("-v", "--verbose"):
+        verbose = True
+        args_list.pop(0)
+    _setup_logging(verbose)
+    if args_list and args_list[0] == "bench":
+        return cmd_bench(args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.verbose:
+        _setup_logging(True)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Quiet by default (errors are reported as one line); ``-v`` logs to stderr."""
+    logger = logging.getLogger("iostream")
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        logger.propagate = True
+    elif not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False

@@ -1,0 +1,109 @@
+"""Platform quirks, each named once.
+
+Every module that must behave differently on some operating system imports
+the flag or the set it needs from here, so a reader can find every quirk of
+a platform by searching for its name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+#: True on Windows. Windows sockets (Winsock) differ from POSIX ones in ways
+#: the stream layer must know about: a large ``send`` fails with WSAENOBUFS
+#: instead of sending part, some error codes are not mapped to Python's
+#: exception classes, and ``select`` is the only poller.
+_WINDOWS: bool = sys.platform == "win32"
+
+#: True on macOS. ``poll()`` on macOS is unreliable (it does not report on
+#: devices and has had bugs with sockets), so the poll backend is not
+#: offered there; kqueue is the native backend.
+_MACOS: bool = sys.platform == "darwin"
+
+#: Winsock error codes that Python does not turn into an exception class.
+#: Python maps WSAEWOULDBLOCK (10035) to ``BlockingIOError`` and the common
+#: connection errors to their classes, but a ``send`` larger than the
+#: socket's buffer fails with WSAENOBUFS (10055), which arrives as a plain
+#: ``OSError`` whose ``winerror``/``errno`` is 10055. It means "try again
+#: with less", so the stream treats it as would-block.
+WSAEWOULDBLOCK = 10035
+WSAEINPROGRESS = 10036
+WSAENOBUFS = 10055
+WSAECONNRESET = 10054
+WSAECONNABORTED = 10053
+
+#: Error numbers that mean "not now, try again later" on a non-blocking
+#: socket, whatever exception class carries them. ``BlockingIOError`` covers
+#: EAGAIN/EWOULDBLOCK/EINPROGRESS/EALREADY on POSIX and WSAEWOULDBLOCK on
+#: Windows; these numbers catch the cases that arrive as a plain ``OSError``
+#: (WSAENOBUFS on an oversized Windows send, ENOBUFS on some BSDs when the
+#: kernel is short of mbufs).
+WOULD_BLOCK_ERRNOS: frozenset[int] = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EWOULDBLOCK,
+        errno.EINPROGRESS,
+        errno.EALREADY,
+        WSAEWOULDBLOCK,
+        WSAEINPROGRESS,
+        WSAENOBUFS,
+        errno.ENOBUFS,
+    }
+)
+
+#: Error numbers that mean the peer went away: the stream closes with the
+#: error set, but logs nothing (it is the peer's doing, not a bug).
+CONNECTION_LOST_ERRNOS: frozenset[int] = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        WSAECONNRESET,
+        WSAECONNABORTED,
+    }
+)
+
+
+def is_would_block(exc: OSError) -> bool:
+    """Return True if *exc* only means "the socket is not ready yet".
+
+    ``BlockingIOError`` always qualifies. A plain ``OSError`` qualifies when
+    its ``errno`` (or, on Windows, ``winerror``) is in
+    :data:`WOULD_BLOCK_ERRNOS`; this is how WSAENOBUFS from an oversized
+    Windows ``send`` is recognised.
+    """
+    if isinstance(exc, BlockingIOError):
+        return True
+    code = getattr(exc, "winerror", None) or exc.errno
+    return code in WOULD_BLOCK_ERRNOS
+
+
+#: Winsock error codes that Python's ``OSError`` constructor does not turn into
+#: the matching subclass (it maps POSIX errno values; on Windows a socket's
+#: ``SO_ERROR`` is a WSA code). Used to give a failed connect its class.
+_WSA_EXCEPTION_CLASSES: dict[int, type[OSError]] = {
+    10061: ConnectionRefusedError,  # WSAECONNREFUSED
+    10060: TimeoutError,  # WSAETIMEDOUT
+    WSAECONNRESET: ConnectionResetError,
+    WSAECONNABORTED: ConnectionAbortedError,
+}
+
+
+def error_from_code(code: int) -> OSError:
+    """An exception of the right class for the socket error number *code*.
+
+    ``OSError(errno, msg)`` already returns ``ConnectionRefusedError`` and
+    friends for POSIX numbers; Winsock numbers are mapped here.
+    """
+    try:
+        message = os.strerror(code)
+    except ValueError:
+        message = f"socket error {code}"
+    exc_class = _WSA_EXCEPTION_CLASSES.get(code)
+    if exc_class is not None:
+        return exc_class(code, message)
+    return OSError(code, message)

@@ -1,0 +1,195 @@
+"""The command line of the benchmark: options, the plan of runs, and the report.
+
+Exit status: 0 when every run passed verification, 1 when one failed (its
+cell reads FAILED and posts no number), 2 for a bad option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from iostream.bench import _payload, _report, _runner, _tls
+from iostream.bench._config import BASELINE, FULL, QUICK, WORKLOADS, Sizes, metrics_for
+from iostream.bench._peers import DEFAULT_PEERS, PEERS, make_peer
+from iostream.bench._runner import Context, Job, Variant
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Accept both ``--peers a b`` and ``--peers a,b``."""
+    if values is None:
+        return None
+    return [item for value in values for item in value.split(",") if item]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``python -m iostream bench``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m iostream bench",
+        description="Benchmark iostream against asyncio, Tornado and uvloop on loopback.")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and one repetition (about a minute)")
+    parser.add_argument("--poller", metavar="NAME|all",
+                        help="iostream poller(s): a name, or 'all' (default: the best one; "
+                             "the idle workload uses every poller unless this is given)")
+    parser.add_argument("--peers", nargs="+", metavar="PEER",
+                        help=f"peers to run (default: {' '.join(DEFAULT_PEERS)}; also: corrupt, "
+                             "the harness self-test)")
+    parser.add_argument("--workloads", nargs="+", metavar="NAME",
+                        help=f"workloads to run (default: all of {' '.join(WORKLOADS)})")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="repetitions per measurement (default: 3, or 1 with --quick)")
+    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table to a file")
+    return parser
+
+
+def _pollers_for(option: str | None, workload: str) -> list[str | None]:
+    from iostream import pollers
+
+    if option is None:
+        return list(pollers.available()) if workload == "idle" else [None]
+    if option.lower() == "all":
+        return list(pollers.available())
+    return [pollers.choose(option).name]
+
+
+def _variants(peers: list[str], option: str | None, workload: str) -> list[Variant]:
+    variants: list[Variant] = []
+    for name in peers:
+        pollers: list[str | None] = [None]
+        if name == "iostream":
+            pollers = _pollers_for(option, workload)
+        for poller in pollers:
+            variants.append(Variant(name, poller, make_peer(name, poller).label))
+    return variants
+
+
+def plan(peers: list[str], workloads: list[str], option: str | None,
+         sizes: Sizes) -> tuple[list[Job], list[str]]:
+    """Return the jobs in running order (repetitions interleaved) and the skip notes."""
+    jobs: list[Job] = []
+    notes: list[str] = []
+    for rep in range(1, sizes.repeat + 1):
+        for workload in workloads:
+            counts = list(sizes.idle_counts) if workload == "idle" else [0]
+            for variant in _variants(peers, option, workload):
+                for count in counts:
+                    conns = sizes.memory_conns if workload == "memory" else count
+                    reason = _runner.skip_reason(workload, variant, conns)
+                    if reason is None:
+                        jobs.append(Job(workload, variant, rep, count))
+                    elif rep == 1:
+                        notes.append(reason)
+    return jobs, notes
+
+
+def _choose_peers(args: argparse.Namespace, notes: list[str]) -> list[str]:
+    peers = _split(args.peers) or list(DEFAULT_PEERS)
+    unknown = [name for name in peers if name not in PEERS]
+    if unknown:
+        raise SystemExit(f"bench: unknown peer(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(PEERS)}")
+    usable = []
+    for name in peers:
+        reason = PEERS[name].unavailable()
+        if reason is None:
+            usable.append(name)
+        else:
+            notes.append(f"{name} not measured: {reason}")
+    return usable
+
+
+def _choose_workloads(args: argparse.Namespace) -> list[str]:
+    workloads = _split(args.workloads) or list(WORKLOADS)
+    unknown = [name for name in workloads if name not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"bench: unknown workload(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(WORKLOADS)}")
+    return [name for name in WORKLOADS if name in workloads]
+
+
+def _context(workloads: list[str], sizes: Sizes, workdir: Path, notes: list[str]) -> Context:
+    cert: _tls.CertFiles | None = None
+    if "tls-bulk" in workloads:
+        made = _tls.make_cert(workdir)
+        if isinstance(made, str):
+            notes.append(f"tls-bulk skipped: {made}")
+            workloads.remove("tls-bulk")
+        else:
+            cert = made
+    if "lines" in workloads:
+        sys.stderr.write(f"preparing {sizes.lines:,} lines...\n")
+        _payload.cached_lines(sizes.lines, str(workdir))
+    return Context(sizes, workdir, cert)
+
+
+def _describe(outcome: _runner.Outcome) -> str:
+    job = outcome.job
+    what = f"{job.workload}{f' {job.idle:,}' if job.workload == 'idle' else ''}"
+    head = f"rep {job.rep} {what:12} {job.variant.label:18}"
+    if outcome.error is not None:
+        return f"{head} FAILED: {outcome.error}"
+    return head + " " + ", ".join(f"{key}={value:,.3f}" for key, value in outcome.values.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the Markdown table on stdout."""
+    args = build_parser().parse_args(argv)
+    notes: list[str] = []
+    try:
+        peers = _choose_peers(args, notes)
+        workloads = _choose_workloads(args)
+        base = QUICK if args.quick else FULL
+        sizes = dataclasses.replace(base, repeat=args.repeat or base.repeat)
+        if sizes.repeat < 1:
+            raise SystemExit("bench: --repeat: expected a positive number")
+        jobs, skips = plan(peers, workloads, args.poller, sizes)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    notes += skips
+    if BASELINE not in peers:
+        notes.append(f"no ratios: the baseline {BASELINE} is not among the peers")
+    labels = list(dict.fromkeys(job.variant.label for job in jobs))
+    primary = next((label for label in labels if label.startswith("iostream-")), None)
+    report = _report.Report(
+        metrics=[metric for workload in workloads for metric in metrics_for(workload, sizes)],
+        labels=labels, primary=_primary(labels, primary), notes=notes,
+        machine=_report.machine_info(),
+        config={"mode": "quick" if args.quick else "full", "repeat": sizes.repeat,
+                "sizes": sizes.to_json(), "peers": peers, "workloads": workloads,
+                "poller": args.poller})
+    with tempfile.TemporaryDirectory(prefix="iostream-bench-") as workdir:
+        ctx = _context(workloads, sizes, Path(workdir), notes)
+        jobs = [job for job in jobs if job.workload in workloads]
+        _run_all(jobs, ctx, report)
+    _report.finish_machine(report)
+    text = _report.markdown(report)
+    sys.stdout.write(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_report.to_json(report), indent=2) + "\n",
+                                   encoding="utf-8")
+    return 1 if report.failed else 0
+
+
+def _primary(labels: list[str], first: str | None) -> str | None:
+    """The iostream column the targets are judged on: epoll if measured, else the first."""
+    return "iostream-epoll" if "iostream-epoll" in labels else first
+
+
+def _run_all(jobs: list[Job], ctx: Context, report: _report.Report) -> None:
+    progress = _runner.Progress(len(jobs))
+    try:
+        for job in jobs:
+            progress.note(f"rep {job.rep} {job.workload} {job.variant.label} ...")
+            outcome = _runner.run_job(job, ctx)
+            report.add(outcome)
+            progress.finished(_describe(outcome))
+    finally:
+        progress.close()

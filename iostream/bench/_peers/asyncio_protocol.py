@@ -1,0 +1,189 @@
+"""asyncio Protocol: ``data_received`` with a buffer, the fast way to use asyncio.
+
+Fixed-size reads are cut out of one pending-bytes buffer; lines come from
+``bytes.split(b"\\n")`` and go one by one to the phase's per-line function,
+without their delimiter (as Twisted's ``LineReceiver`` does), so
+``keeps_delimiter`` is ``False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+from iostream.bench._jobs import ReadPhase
+from iostream.bench._peers import _aio
+from iostream.bench._peers.base import BACKLOG, BenchError, Peer, ServerStats
+
+
+class PhaseProtocol(asyncio.Protocol):
+    """Runs the receive phases from ``data_received``; *finished* completes at the end."""
+
+    def __init__(self, phases: list[ReadPhase], finished: asyncio.Future[None]) -> None:
+        self._phases: Iterator[ReadPhase] = iter(phases)
+        self._finished = finished
+        self._phase: ReadPhase | None = None
+        self._remaining = 0
+        self._pending = bytearray()
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the first phase."""
+        self._transport = transport
+        self._next_phase()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail unless every phase finished."""
+        self._fail(f"connection lost before the end: {exc!r}")
+
+    def _fail(self, message: str) -> None:
+        if not self._finished.done():
+            self._finished.set_exception(BenchError(message))
+
+    def _next_phase(self) -> None:
+        if self._phase is not None:
+            self._phase.end()
+        phase = self._phase = next(self._phases, None)
+        if phase is None:
+            if not self._finished.done():
+                self._finished.set_result(None)
+            return
+        self._remaining = phase.count
+        phase.begin()
+        if phase.go:
+            assert isinstance(self._transport, asyncio.WriteTransport)
+            self._transport.write(phase.go)
+
+    def data_received(self, data: bytes) -> None:
+        """Dispatch *data* to the current phase's framing."""
+        phase = self._phase
+        if phase is None:
+            self._fail(f"{len(data)} bytes after the last phase")
+        elif phase.until:
+            self._lines(data)
+        else:
+            self._blocks(data, phase.size)
+
+    def _deliver(self, item: bytes) -> None:
+        assert self._phase is not None
+        self._phase.feed(item)
+        self._remaining -= 1
+        if not self._remaining:
+            self._next_phase()
+
+    def _blocks(self, data: bytes, size: int) -> None:
+        pending = self._pending
+        if not pending and len(data) == size:
+            self._deliver(data)
+            return
+        pending += data
+        offset = 0
+        with memoryview(pending) as view:
+            while len(pending) - offset >= size and self._same_mode(until=False):
+                self._deliver(view[offset : offset + size].tobytes())
+                offset += size
+        del pending[:offset]
+        self._redispatch(until=False)
+
+    def _lines(self, data: bytes) -> None:
+        pending = self._pending
+        if pending:
+            pending += data
+            data = bytes(pending)
+            pending.clear()
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        index, total = 0, len(parts)
+        while index < total:
+            if not self._same_mode(until=True):
+                self._pending += b"\n".join(parts[index:]) + b"\n"
+                break
+            take = min(self._remaining, total - index)
+            feed = self._phase.feed if self._phase else None
+            assert feed is not None
+            for line in parts if take == total else parts[index : index + take]:
+                feed(line)
+            index += take
+            self._remaining -= take
+            if not self._remaining:
+                self._next_phase()
+        self._pending += rest
+        self._redispatch(until=True)
+
+    def _same_mode(self, until: bool) -> bool:
+        return self._phase is not None and self._phase.until == until
+
+    def _redispatch(self, until: bool) -> None:
+        """Hand bytes left by a phase of one kind to the next phase, of the other kind."""
+        if self._pending and not self._same_mode(until):
+            data = bytes(self._pending)
+            self._pending.clear()
+            self.data_received(data)
+
+
+class EchoProtocol(asyncio.Protocol):
+    """Echoes each line, one ``write`` per line."""
+
+    def __init__(self, stats: ServerStats) -> None:
+        self._stats = stats
+        self._tail = b""
+        self._transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count the connection."""
+        assert isinstance(transport, asyncio.WriteTransport)
+        self._transport = transport
+        self._stats.accepted += 1
+
+    def data_received(self, data: bytes) -> None:
+        """Split into lines and echo each."""
+        if self._tail:
+            data = self._tail + data
+        parts = data.split(b"\n")
+        self._tail = parts.pop()
+        for line in parts:
+            self.line_received(line)
+
+    def line_received(self, line: bytes) -> None:
+        """Echo one line (given without its delimiter)."""
+        assert self._transport is not None
+        self._transport.writelines((line, b"\n"))
+
+
+class AsyncioProtocolPeer(Peer):
+    """asyncio Protocol on the default (selector) event loop."""
+
+    name: ClassVar[str] = "asyncio-protocol"
+    keeps_delimiter: ClassVar[bool] = False
+    read_protocol: ClassVar[type[PhaseProtocol]] = PhaseProtocol
+    echo_protocol: ClassVar[type[EchoProtocol]] = EchoProtocol
+
+    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
+                phases: list[ReadPhase], timeout: float) -> None:
+        """Run the phases in a :class:`PhaseProtocol`."""
+        _aio.run(asyncio.new_event_loop, self._receive(sock, tls, phases), timeout)
+
+    async def _receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
+                       phases: list[ReadPhase]) -> None:
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: self.read_protocol(phases, finished), sock, ssl=tls)
+        try:
+            await finished
+        finally:
+            transport.close()
+
+    def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
+        """Echo lines with ``create_server``."""
+        _aio.run(asyncio.new_event_loop, self._serve(stats, ready), None)
+
+    async def _serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: self.echo_protocol(stats), "127.0.0.1", 0,
+                                          backlog=BACKLOG)
+        ready(server.sockets[0].getsockname()[1])
+        await server.serve_forever()

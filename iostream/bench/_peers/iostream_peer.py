@@ -1,0 +1,144 @@
+"""iostream with its callback API, on a chosen poller.
+
+Each read is issued from the previous read's callback (``read_until`` chained
+from the callback), which is the path the stream's trampoline exists for. The
+echo server is a :class:`~iostream.TCPServer` whose streams write each line
+back and read the next one from the same callback.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from iostream.bench._jobs import ReadPhase
+from iostream.bench._peers.base import BenchError, Peer, ServerStats
+
+if TYPE_CHECKING:
+    from iostream import IOLoop, IOStream
+
+
+class IostreamPeer(Peer):
+    """This library, on ``poller`` (``None``: the best available)."""
+
+    name: ClassVar[str] = "iostream"
+
+    @property
+    def label(self) -> str:
+        """``iostream-<poller>``."""
+        return f"iostream-{self._poller_name()}"
+
+    def _poller_name(self) -> str:
+        from iostream import pollers
+
+        return pollers.choose(self.poller).name
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """The stream layer may not be built yet in a development tree."""
+        try:
+            from iostream import IOLoop, IOStream, SSLIOStream, TCPServer  # noqa: F401
+        except ImportError as exc:
+            return f"iostream's stream layer cannot be imported: {exc}"
+        return None
+
+    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
+                phases: list[ReadPhase], timeout: float) -> None:
+        """Run every phase as a chain of read callbacks."""
+        from iostream import IOLoop, IOStream, SSLIOStream
+
+        loop = IOLoop(self.poller)
+        try:
+            stream: IOStream
+            if tls is None:
+                stream = IOStream(sock, io_loop=loop)
+            else:
+                stream = SSLIOStream(sock, ssl_options=tls, server_side=True, io_loop=loop)
+            _PhaseRunner(loop, stream, iter(phases)).run(timeout)
+        finally:
+            loop.close(all_fds=True)
+
+    def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
+        """Echo lines with a :class:`~iostream.TCPServer`."""
+        from iostream import IOLoop, IOStream, StreamClosedError, TCPServer
+
+        def handle_stream(stream: IOStream, address: object) -> None:
+            stats.accepted += 1
+
+            def on_line(line: bytes) -> None:
+                try:
+                    stream.write(line)
+                    stream.read_until(b"\n", on_line)
+                except StreamClosedError:
+                    pass
+
+            stream.read_until(b"\n", on_line)
+
+        loop = IOLoop(self.poller)
+        server = TCPServer(handle_stream, io_loop=loop)
+        ready(server.listen(0, "127.0.0.1"))
+        loop.start()
+
+
+class _PhaseRunner:
+    """Drives the phases on one stream; :meth:`run` returns when all are done."""
+
+    def __init__(self, loop: IOLoop, stream: IOStream, phases: Iterator[ReadPhase]) -> None:
+        self._loop = loop
+        self._stream = stream
+        self._phases = phases
+        self._done = False
+        self._fault: str | None = None
+
+    def run(self, timeout: float) -> None:
+        """Run the loop until every phase is done; raise :class:`BenchError` if not."""
+        self._stream.set_close_callback(self._on_close)
+        self._loop.call_later(timeout, self._stop, f"timed out after {timeout} s")
+        self._loop.add_callback(self._next_phase)
+        self._loop.start()
+        if not self._done:
+            raise BenchError(self._fault or "stopped before the end")
+
+    def _stop(self, fault: str | None = None) -> None:
+        if fault and not self._done and self._fault is None:
+            self._fault = fault
+        self._loop.stop()
+
+    def _on_close(self) -> None:
+        if not self._done:
+            self._stop(f"stream closed before the end: {self._stream.error!r}")
+
+    def _next_phase(self) -> None:
+        phase = next(self._phases, None)
+        if phase is None:
+            self._done = True
+            self._stop()
+            return
+        stream = self._stream
+        phase.begin()
+        if phase.go:
+            stream.write(phase.go)
+        remaining = phase.count
+        feed = phase.feed
+        end = phase.end
+        next_phase = self._next_phase
+
+        def on_data(data: bytes) -> None:
+            nonlocal remaining
+            feed(data)
+            remaining -= 1
+            if remaining:
+                read()
+            else:
+                end()
+                next_phase()
+
+        read: Callable[[], None]
+        if phase.until:
+            read = functools.partial(stream.read_until, b"\n", on_data)
+        else:
+            read = functools.partial(stream.read_bytes, phase.size, on_data)
+        read()

@@ -1,0 +1,201 @@
+"""Medians, ratios, the targets check, and the Markdown and JSON reports."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from iostream.bench._config import BASELINE, TARGETS, Metric
+from iostream.bench._runner import Outcome
+
+
+@dataclass
+class Cell:
+    """One metric of one peer: its samples, or why it has none."""
+
+    samples: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float | None:
+        """The median, or ``None`` if any run failed (a broken peer posts no number)."""
+        if self.failures or not self.samples:
+            return None
+        return statistics.median(self.samples)
+
+
+@dataclass
+class Report:
+    """Everything a run found, ready to print."""
+
+    metrics: list[Metric]
+    labels: list[str]
+    primary: str | None
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    extras: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one job's outcome."""
+        label = outcome.job.variant.label
+        for key in outcome.job.metric_keys:
+            cell = self.cells.setdefault((key, label), Cell())
+            if outcome.error is not None:
+                cell.failures.append(outcome.error)
+            else:
+                cell.samples.append(outcome.values[key])
+        if outcome.extra:
+            self.extras.append({"label": label, "workload": outcome.job.workload,
+                                **outcome.extra})
+
+    @property
+    def failed(self) -> bool:
+        """Whether any run failed."""
+        return any(cell.failures for cell in self.cells.values())
+
+    def median(self, key: str, label: str) -> float | None:
+        """The median of *key* for *label*, if it has one."""
+        cell = self.cells.get((key, label))
+        return cell.median if cell else None
+
+    def ratio(self, metric: Metric, label: str) -> float | None:
+        """How many times better than the baseline *label* is at *metric* (higher is better)."""
+        value, base = self.median(metric.key, label), self.median(metric.key, BASELINE)
+        if value is None or base is None or value <= 0 or base <= 0:
+            return None
+        return value / base if metric.higher_is_better else base / value
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe this machine: cores, CPU, kernel, Python, date, load."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            names = [line.split(":", 1)[1].strip() for line in info
+                     if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "system": platform.system(),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def finish_machine(report: Report) -> None:
+    """Record the load average at the end of the run."""
+    report.machine["load_end"] = _loadavg()
+
+
+def _format(value: float, metric: Metric) -> str:
+    if metric.unit == "s":
+        return f"{value:.3f}"
+    if metric.unit == "KiB/conn":
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def _cell_text(report: Report, metric: Metric, label: str) -> str:
+    cell = report.cells.get((metric.key, label))
+    if cell is None:
+        return "—"
+    if cell.failures:
+        return f"FAILED ({len(cell.failures)}/{len(cell.failures) + len(cell.samples)})"
+    value = cell.median
+    if value is None:
+        return "—"
+    ratio = report.ratio(metric, label)
+    return _format(value, metric) + (f" ({ratio:.2f}×)" if ratio is not None else "")
+
+
+def markdown(report: Report) -> str:
+    """Return the results as Markdown: header, table, targets, notes."""
+    m = report.machine
+    load = f"load average {m.get('load_start')} at start, {m.get('load_end')} at end"
+    out = [
+        f"Machine: {m['nproc']} cores ({m['cpu']}), {m['system']} {m['kernel']}, "
+        f"{m['implementation']} {m['python']}, {m['date']}; {load}.",
+        f"Mode: {report.config.get('mode')}, {report.config.get('repeat')} repetition(s), "
+        "medians. Ratio (×): times better than asyncio streams in the same run; "
+        "higher is better in every row (for s and KiB it is asyncio's value over the peer's).",
+        "",
+        "| workload | unit | " + " | ".join(report.labels) + " |",
+        "|---|---|" + "---:|" * len(report.labels),
+    ]
+    for metric in report.metrics:
+        if not any((metric.key, label) in report.cells for label in report.labels):
+            continue
+        row = [_cell_text(report, metric, label) for label in report.labels]
+        arrow = "↑" if metric.higher_is_better else "↓"
+        out.append(f"| {metric.label} | {metric.unit} {arrow} | " + " | ".join(row) + " |")
+    out += ["", *targets_markdown(report)]
+    if report.notes:
+        out += ["", "Notes:", *(f"- {note}" for note in report.notes)]
+    return "\n".join(out) + "\n"
+
+
+def target_rows(report: Report) -> list[dict[str, Any]]:
+    """Evaluate the issue's targets for the primary iostream column."""
+    rows: list[dict[str, Any]] = []
+    label = report.primary
+    by_key = {metric.key: metric for metric in report.metrics}
+    for target in TARGETS:
+        metric = by_key.get(target.metric)
+        measured: float | None = None
+        if metric is not None and label is not None:
+            if target.versus is None:
+                measured = report.ratio(metric, label)
+            else:
+                value, base = report.median(target.metric, label), report.median(target.versus,
+                                                                                  label)
+                measured = value / base if value and base else None
+        rows.append({"target": target.description, "metric": target.metric,
+                     "needed": target.minimum, "measured": measured,
+                     "met": None if measured is None else measured >= target.minimum})
+    return rows
+
+
+def targets_markdown(report: Report) -> list[str]:
+    """The targets as a Markdown table."""
+    lines = [f"Targets ({report.primary} against {BASELINE}):", "",
+             "| target | needed | measured | met |", "|---|---:|---:|---|"]
+    for row in target_rows(report):
+        measured = "n/a" if row["measured"] is None else f"{row['measured']:.2f}×"
+        met = {None: "not measured", True: "yes", False: "**no**"}[row["met"]]
+        lines.append(f"| {row['target']} | {row['needed']:.2f}× | {measured} | {met} |")
+    return lines
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """Return every sample, median, ratio and target as a JSON-serialisable dict."""
+    results: dict[str, Any] = {}
+    for metric in report.metrics:
+        per_peer: dict[str, Any] = {}
+        for label in report.labels:
+            cell = report.cells.get((metric.key, label))
+            if cell is None:
+                continue
+            per_peer[label] = {"samples": cell.samples, "failures": cell.failures,
+                               "median": cell.median, "ratio": report.ratio(metric, label)}
+        results[metric.key] = {"label": metric.label, "unit": metric.unit,
+                               "higher_is_better": metric.higher_is_better, "peers": per_peer}
+    return {"machine": report.machine, "config": report.config, "baseline": BASELINE,
+            "primary": report.primary, "results": results, "targets": target_rows(report),
+            "extras": report.extras, "notes": report.notes, "argv": sys.argv}

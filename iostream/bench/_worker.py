@@ -1,0 +1,118 @@
+"""The worker processes of a benchmark run: ``python -m iostream.bench._worker '<json>'``.
+
+The JSON object's ``role`` picks what the process is:
+
+- ``receive``: a peer reading a one-way workload (it listens, accepts one
+  connection, runs the phases, checks every byte, reports the times);
+- ``send``: the raw sender of a one-way workload;
+- ``serve``: a peer's echo server (it answers ``stat`` on stdin with its
+  connection count and RSS, and exits at stdin EOF);
+- ``client``: the shared echo client.
+
+Each prints ``READY``/``HELD``/``STAT`` lines as it goes, then ``RESULT`` on
+success or ``ERROR`` on failure (exit status 1).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+from iostream.bench import _client, _jobs, _sender, _tls
+from iostream.bench._config import Sizes
+from iostream.bench._payload import VerificationError
+from iostream.bench._peers import BenchError, ServerStats, make_peer
+from iostream.bench._proc import emit, raise_nofile, rss_kib
+
+
+def _cert(spec: dict[str, Any]) -> _tls.CertFiles | None:
+    cert = spec.get("cert")
+    return _tls.CertFiles(**cert) if cert else None
+
+
+def receive(spec: dict[str, Any]) -> dict[str, Any]:
+    """Role ``receive``: accept one connection and read the workload with the peer."""
+    peer = make_peer(spec["peer"], spec.get("poller"))
+    sizes = Sizes.from_json(spec["sizes"])
+    specs = _jobs.phases_for(spec["workload"], sizes)
+    phases, clocks = _jobs.read_phases(specs, peer.keeps_delimiter, spec.get("cache_dir"))
+    cert = _cert(spec)
+    tls = _tls.server_context(cert) if cert else None
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        emit("READY", {"port": listener.getsockname()[1]})
+        listener.settimeout(sizes.timeout)
+        sock, _ = listener.accept()
+    sock.setblocking(False)
+    gc.collect()
+    peer.receive(sock, tls, phases, sizes.timeout)
+    results: dict[str, Any] = {}
+    for clock in clocks:
+        clock.sink.finish()
+        if clock.spec.label:
+            results[clock.spec.label] = {"seconds": clock.seconds(), "bytes": clock.spec.total,
+                                         "items": clock.spec.count}
+    return {"phases": results, "label": peer.label}
+
+
+def send(spec: dict[str, Any]) -> dict[str, Any]:
+    """Role ``send``: the raw sender."""
+    sizes = Sizes.from_json(spec["sizes"])
+    sent = _sender.send(spec["port"], spec["workload"], sizes, _cert(spec),
+                        spec.get("cache_dir"), sizes.timeout)
+    return {"sent": sent}
+
+
+def serve(spec: dict[str, Any]) -> dict[str, Any]:
+    """Role ``serve``: run the peer's echo server until stdin closes."""
+    raise_nofile()
+    peer = make_peer(spec["peer"], spec.get("poller"))
+    stats = ServerStats()
+
+    def ready(port: int) -> None:
+        gc.collect()
+        emit("READY", {"port": port, "rss_kib": rss_kib(), "label": peer.label})
+        threading.Thread(target=_control, args=(stats,), daemon=True).start()
+
+    peer.serve(stats, ready)
+    raise BenchError("the echo server stopped on its own")
+
+
+def _control(stats: ServerStats) -> None:
+    """Answer ``stat`` lines on stdin; end the process at EOF."""
+    for line in sys.stdin:
+        if line.strip() == "stat":
+            gc.collect()
+            emit("STAT", {"accepted": stats.accepted, "rss_kib": rss_kib()})
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def client(spec: dict[str, Any]) -> dict[str, Any]:
+    """Role ``client``: the shared echo client."""
+    return _client.run(spec["port"], spec["active"], spec["idle"], spec["seconds"],
+                       spec.get("hold", False), spec["timeout"])
+
+
+ROLES = {"receive": receive, "send": send, "serve": serve, "client": client}
+
+
+def main(argv: list[str]) -> int:
+    """Run the role described by the JSON in ``argv[0]``; return the exit status."""
+    spec = json.loads(argv[0])
+    try:
+        result = ROLES[spec["role"]](spec)
+    except (BenchError, VerificationError, _sender.SenderError, _client.ClientError,
+            OSError) as exc:
+        emit("ERROR", {"message": f"{type(exc).__name__}: {exc}"})
+        return 1
+    emit("RESULT", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,43 @@
+"""The /dev/poll backend (Solaris, illumos): :class:`DevpollPoller`.
+
+It behaves as :class:`~iostream.pollers.poll.PollPoller` (same bits, same
+POLLNVAL handling); only the kernel object differs. Unavailable elsewhere.
+"""
+
+from __future__ import annotations
+
+import select
+import sys
+from typing import Any
+
+from iostream.pollers.poll import _ASKABLE, PollPoller
+
+_devpoll: Any = getattr(select, "devpoll", None)
+
+
+class DevpollPoller(PollPoller):
+    """Solaris /dev/poll, with poll()'s semantics."""
+
+    name = "devpoll"
+    # Why: a /dev/poll fd is, like epoll's, one kernel object shared with a
+    # forked child through the inherited fd; the child must get its own.
+    _reopen_after_fork = True
+
+    @classmethod
+    def _unavailable_reason(cls) -> str | None:
+        if _devpoll is None:
+            return f"select.devpoll does not exist on {sys.platform} (it is Solaris only)"
+        return None
+
+    def _make(self) -> Any:
+        # Why: a devpoll object sizes its result buffer from RLIMIT_NOFILE
+        # when it is made; raising the limit later means poll() may return
+        # only part of the ready fds (they come on the next call), lowering
+        # it makes poll() fail. Make pollers after adjusting the limit.
+        return _devpoll()
+
+    def _kernel_modify(self, fd: int, old: int, events: int) -> None:
+        # Why not register() as for poll: writing an fd that is already in a
+        # /dev/poll set ORs the new events into the old ones, so it cannot
+        # drop WRITE. devpoll.modify() removes, then adds.
+        self._pollobj.modify(fd, events & _ASKABLE)

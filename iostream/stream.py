@@ -1,0 +1,1049 @@
+"""IOStream and SSLIOStream: Tornado's classic callback streams on an IOLoop.
+
+A stream is one state machine, kept here in one place::
+
+    CONNECTING --(connected)--> [HANDSHAKING --(TLS done)-->] OPEN --> CLOSED
+        \\___________________ (error / close()) ____________________/
+
+* ``CONNECTING``: ``connect`` was called; the socket is watched for WRITE.
+  Reads and writes may be issued; they wait.
+* ``HANDSHAKING`` (SSLIOStream only): the TLS handshake runs without
+  blocking, watching READ or WRITE as OpenSSL asks.
+* ``OPEN``: data flows. The socket is watched for READ while a read is
+  pending or a close callback is set, and for WRITE while bytes are queued.
+* ``CLOSED``: final. ``error`` holds what closed it (``None`` for a clean
+  close). Buffered data still satisfies reads.
+
+At most one read is pending: a :class:`_PendingRead` object (one subclass
+per kind: until a delimiter, a byte count, until close) that knows how much
+of the buffer it needs.
+
+Callbacks never recurse. Everything the stream calls back — read, write,
+connect and close callbacks — runs from one loop, :meth:`IOStream._drain`
+(the trampoline), which is entered from the I/O handler or from one
+scheduled loop callback. A read issued inside a callback only records the
+pending read; the trampoline satisfies it from the buffer on its next turn.
+So a million reads chained from callbacks on buffered data run in a flat
+loop: no stack growth, and no loop iteration per read. A read or write
+issued from outside a callback never calls back before it returns.
+
+Costs are linear in the bytes moved; see :mod:`iostream._buffer`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import socket
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from iostream._buffer import ReadBuffer, WriteBuffer
+from iostream._platform import _WINDOWS, error_from_code, is_would_block
+from iostream.ioloop import IOLoop, app_log
+from iostream.pollers import ERROR, READ, WRITE
+
+#: The send cap Windows needs: a ``send`` larger than the socket buffer does
+#: not send part of it, it fails with WSAENOBUFS. 128 KiB always fits.
+WINDOWS_WRITE_CHUNK_SIZE = 128 * 1024
+
+#: A ``read_bytes`` at least this large (and within ``max_buffer_size``) is
+#: received straight into one buffer of its final size: no intermediate
+#: chunks, no re-joining, and ``recv`` calls as large as the kernel allows.
+DIRECT_READ_THRESHOLD = 1024 * 1024
+
+#: Size of the per-thread scratch buffer ``recv_into`` fills. Shared by all
+#: streams of a thread (the data is copied out at once), so an idle
+#: connection costs no read buffer at all.
+SCRATCH_SIZE = 256 * 1024
+
+#: How many full ``recv`` calls one readiness event may do before the loop
+#: gets to serve other fds.
+MAX_RECVS_PER_EVENT = 16
+
+DataCallback = Callable[[bytes], object]
+
+
+class StreamClosedError(OSError):
+    """The stream is closed; ``real_error`` is what closed it (or None)."""
+
+    def __init__(self, message: str = "Stream is closed", real_error: BaseException | None = None):
+        super().__init__(message)
+        #: The exception that closed the stream, if any.
+        self.real_error = real_error
+
+
+class StreamBufferFullError(Exception):
+    """A read or write buffer reached its maximum size."""
+
+
+class UnsatisfiableReadError(Exception):
+    """A read cannot be satisfied (``read_until`` past ``max_bytes``)."""
+
+
+_scratch = threading.local()
+
+
+def _scratch_view() -> memoryview:
+    """This thread's reusable receive buffer (made on first use)."""
+    try:
+        view: memoryview = _scratch.view
+    except AttributeError:
+        view = _scratch.view = memoryview(bytearray(SCRATCH_SIZE))
+    return view
+
+
+def _checked_delimiter(delimiter: object, callback: object) -> bytes:
+    """Validate read_until's arguments the slow way; return the delimiter as bytes."""
+    if isinstance(delimiter, (bytearray, memoryview)):
+        delimiter = bytes(delimiter)
+    if not isinstance(delimiter, bytes):
+        raise TypeError(f"delimiter must be bytes, not {type(delimiter).__name__}")
+    if not delimiter:
+        raise ValueError("delimiter must not be empty")
+    _check_callback(callback, "callback")
+    return delimiter
+
+
+def _check_callback(value: object, name: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+
+
+def _check_size(value: object, name: str, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+# -- pending reads -------------------------------------------------------------
+
+
+class _PendingRead:
+    """The one read a stream may have pending: what it waits for, whom to call.
+
+    ``complete(buffer, closed)`` takes the read's data from the buffer and
+    returns it once the buffer holds all of it, else returns None (and
+    raises :class:`UnsatisfiableReadError` if it never can). Streaming reads
+    hand data to ``streaming_callback`` as it arrives (``streamed``).
+    ``target`` is the final buffer of a large ``read_bytes``, received into
+    directly.
+    """
+
+    __slots__ = ("callback",)
+
+    callback: DataCallback
+    # Class-level defaults; only the reads that use them make them slots.
+    streaming_callback: DataCallback | None = None
+    target: bytearray | None = None
+
+    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
+        """This read's data, taken from *buffer*, or None if not there yet."""
+        raise NotImplementedError
+
+    def streamed(self, n: int) -> None:
+        """Record that *n* bytes went to the streaming callback."""
+
+
+class _ReadUntil(_PendingRead):
+    __slots__ = ("delimiter", "max_bytes", "scanned")
+
+    def __init__(self, delimiter: bytes, callback: DataCallback, max_bytes: int | None):
+        # (No super().__init__: this runs once per line read.)
+        self.callback = callback
+        self.delimiter = delimiter
+        self.max_bytes = max_bytes
+        # Bytes already searched without finding the delimiter: the next
+        # search starts just before their end (a delimiter may straddle it).
+        self.scanned = 0
+
+    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
+        max_bytes = self.max_bytes
+        size = buffer.size
+        end = size if max_bytes is None or max_bytes > size else max_bytes
+        data = buffer.take_through(self.delimiter, self.scanned, end)
+        if data is None:
+            if max_bytes is not None and size >= max_bytes:
+                raise UnsatisfiableReadError(
+                    f"delimiter {self.delimiter!r} not found within max_bytes={max_bytes}"
+                )
+            self.scanned = max(0, end - len(self.delimiter) + 1)
+        return data
+
+
+class _ReadBytes(_PendingRead):
+    __slots__ = ("filled", "remaining", "streaming_callback", "target")
+
+    def __init__(
+        self, num_bytes: int, callback: DataCallback, streaming_callback: DataCallback | None
+    ):
+        self.callback = callback
+        self.streaming_callback = streaming_callback
+        self.target = None
+        self.filled = 0
+        self.remaining = num_bytes
+
+    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
+        target = self.target
+        if target is not None:
+            if self.filled < len(target):
+                return None
+            self.target = None
+            return bytes(target)
+        if buffer.size < self.remaining:
+            return None
+        return buffer.take(self.remaining)
+
+    def streamed(self, n: int) -> None:
+        self.remaining -= n
+
+
+class _ReadUntilClose(_PendingRead):
+    __slots__ = ("streaming_callback",)
+
+    def __init__(self, callback: DataCallback, streaming_callback: DataCallback | None):
+        self.callback = callback
+        self.streaming_callback = streaming_callback
+
+    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
+        return buffer.take(buffer.size) if closed else None
+
+
+# -- the stream ---------------------------------------------------------------------
+
+_CONNECTING, _HANDSHAKING, _OPEN, _CLOSED = "connecting", "handshaking", "open", "closed"
+
+
+class IOStream:
+    """A non-blocking TCP stream with Tornado's classic callback API.
+
+    ``IOStream(socket, io_loop=None, max_buffer_size=104857600,
+    read_chunk_size=65536, max_write_buffer_size=None, write_chunk_size=None)``
+
+    *socket* is a ``socket.socket`` (connected, or to be connected with
+    :meth:`connect`); the stream makes it non-blocking and owns it from then
+    on. *io_loop* defaults to :meth:`IOLoop.instance`. The read buffer never
+    exceeds *max_buffer_size* bytes (past it the stream closes with
+    :class:`StreamBufferFullError`); *read_chunk_size* is the size of one
+    ``recv``. A ``write`` that would queue more than *max_write_buffer_size*
+    bytes raises :class:`StreamBufferFullError`. ``socket.send`` is never
+    handed more than *write_chunk_size* bytes; ``None`` means 128 KiB on
+    Windows, where a larger send fails rather than sending part, and no cap
+    elsewhere.
+
+    Large writes (16 KiB or more) are queued as views of the caller's object,
+    not copied: do not change a ``bytearray`` you passed to ``write`` before
+    its callback runs.
+    """
+
+    #: A short ``recv`` means the kernel had no more (not so for TLS, where
+    #: one ``recv`` returns at most one record).
+    _short_read_drains = True
+
+    def __init__(
+        self,
+        socket: socket.socket,
+        io_loop: IOLoop | None = None,
+        max_buffer_size: int = 104857600,
+        read_chunk_size: int = 65536,
+        max_write_buffer_size: int | None = None,
+        write_chunk_size: int | None = None,
+    ) -> None:
+        if not isinstance(socket, _socket_type):
+            raise TypeError(f"socket must be a socket.socket, not {type(socket).__name__}")
+        if socket.fileno() < 0:
+            raise ValueError("socket is closed (fileno() is -1)")
+        if socket.type != _stream_type:
+            raise ValueError(f"socket must be a SOCK_STREAM socket, not {socket.type!r}")
+        if io_loop is not None and not isinstance(io_loop, IOLoop):
+            raise TypeError(f"io_loop must be an IOLoop or None, not {type(io_loop).__name__}")
+        _check_size(max_buffer_size, "max_buffer_size", 1)
+        _check_size(read_chunk_size, "read_chunk_size", 1)
+        _check_size(max_write_buffer_size, "max_write_buffer_size", 0, optional=True)
+        _check_size(write_chunk_size, "write_chunk_size", 1, optional=True)
+        socket.setblocking(False)
+        #: The socket (an ``ssl.SSLSocket`` once TLS has been set up).
+        self.socket = socket
+        self._fd = socket.fileno()
+        #: The loop this stream runs on.
+        self.io_loop = io_loop if io_loop is not None else IOLoop.instance()
+        #: The read buffer's limit in bytes.
+        self.max_buffer_size = int(max_buffer_size)
+        #: Bytes asked of one ``recv``.
+        self.read_chunk_size = min(int(read_chunk_size), self.max_buffer_size)
+        #: The write buffer's limit in bytes, or None.
+        self.max_write_buffer_size = max_write_buffer_size
+        if write_chunk_size is None and _WINDOWS:
+            write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE
+        #: The most bytes one ``send`` is handed, or None for no cap.
+        self.write_chunk_size = write_chunk_size
+        #: The exception that closed the stream, or None.
+        self.error: BaseException | None = None
+        self._state = _OPEN
+        self._read_buffer = ReadBuffer()
+        self._pending: _PendingRead | None = None
+        self._write_buffer = WriteBuffer()
+        # Write callbacks, with the total of bytes ever queued when each was
+        # added: it runs once that many bytes have been sent.
+        self._write_callbacks: deque[tuple[int, Callable[[], object]]] = deque()
+        self._bytes_queued = 0
+        self._bytes_sent = 0
+        self._connect_callback: Callable[[], object] | None = None
+        self._close_callback: Callable[[], object] | None = None
+        self._ready: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._draining = False
+        self._drain_scheduled = False
+        self._events: int | None = None  # None: not registered with the loop
+        self._want_write = False  # TLS: OpenSSL needs writability to go on
+
+    # -- public API ---------------------------------------------------------
+
+    def connect(
+        self,
+        address: Any,
+        callback: Callable[[], object] | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        """Connect the socket to *address*; call *callback* once connected.
+
+        Reads and writes may be issued at once; they wait for the connection.
+        A failed connect (refused, unreachable, timed out) closes the stream
+        with ``error`` set to the ``OSError``, and *callback* does not run.
+        *server_hostname* is used by :class:`SSLIOStream` (SNI and the
+        certificate check).
+        """
+        _check_callback(callback, "callback", optional=True)
+        if self._state != _OPEN or self._connect_callback is not None:
+            raise RuntimeError(f"connect() needs a new stream, this one is {self._state}")
+        self._prepare_connect(address, server_hostname)
+        self._connect_callback = callback
+        self._state = _CONNECTING
+        try:
+            self.socket.connect(address)
+        except OSError as exc:
+            # EINPROGRESS (POSIX) and WSAEWOULDBLOCK (Windows) both mean "in
+            # progress": the kernel reports the outcome as writability.
+            # EINTR on a non-blocking connect also leaves it in progress.
+            if not (is_would_block(exc) or isinstance(exc, InterruptedError)):
+                self.close(exc)
+                return
+        self._set_events(WRITE | ERROR)
+
+    def read_until(
+        self, delimiter: bytes, callback: DataCallback, max_bytes: int | None = None
+    ) -> None:
+        """Call ``callback(data)`` with the bytes up to and including *delimiter*.
+
+        With *max_bytes*, the stream closes with
+        :class:`UnsatisfiableReadError` if the delimiter is not within that
+        many bytes.
+        """
+        if type(delimiter) is not bytes or not delimiter or not callable(callback):
+            delimiter = _checked_delimiter(delimiter, callback)
+        if self._pending is not None:
+            raise RuntimeError("a read is already pending on this stream")
+        if max_bytes is None:
+            if self._read_buffer.size:
+                # Satisfied by what is buffered (the line-protocol fast path):
+                # take the data now, call back from the trampoline.
+                data = self._read_buffer.take_through(delimiter, 0)
+                if data is not None:
+                    self._ready.append((callback, (data,)))
+                    if not self._draining:
+                        self._schedule_drain()
+                    return
+        else:
+            _check_size(max_bytes, "max_bytes", 1)
+        self._start_read(_ReadUntil(delimiter, callback, max_bytes))
+
+    def read_bytes(
+        self,
+        num_bytes: int,
+        callback: DataCallback,
+        streaming_callback: DataCallback | None = None,
+    ) -> None:
+        """Call ``callback(data)`` with the next *num_bytes* bytes.
+
+        With *streaming_callback*, data goes to it as it arrives and
+        *callback* gets ``b""`` at the end.
+        """
+        _check_size(num_bytes, "num_bytes", 0)
+        _check_callback(callback, "callback")
+        _check_callback(streaming_callback, "streaming_callback", optional=True)
+        self._start_read(_ReadBytes(int(num_bytes), callback, streaming_callback))
+
+    def read_until_close(
+        self, callback: DataCallback, streaming_callback: DataCallback | None = None
+    ) -> None:
+        """Call ``callback(data)`` with everything until the peer closes.
+
+        With *streaming_callback*, data goes to it as it arrives and
+        *callback* gets what did not (``b""`` when everything streamed). On a
+        closed stream, delivers what is buffered, whatever closed it.
+        """
+        _check_callback(callback, "callback")
+        _check_callback(streaming_callback, "streaming_callback", optional=True)
+        self._start_read(_ReadUntilClose(callback, streaming_callback))
+
+    def write(
+        self, data: bytes | bytearray | memoryview, callback: Callable[[], object] | None = None
+    ) -> None:
+        """Queue *data* (any bytes-like object) and send it as the socket allows.
+
+        *callback* runs once this data and everything written before it has
+        been handed to the kernel. Raises :class:`StreamClosedError` on a
+        closed stream, and :class:`StreamBufferFullError` (queuing nothing)
+        if the write would pass ``max_write_buffer_size``.
+        """
+        _check_callback(callback, "callback", optional=True)
+        if self._state == _CLOSED:
+            raise StreamClosedError(real_error=self.error)
+        if isinstance(data, bytes):
+            size = len(data)
+        else:
+            data = self._as_view(data)
+            size = data.nbytes
+        buffer = self._write_buffer
+        limit = self.max_write_buffer_size
+        if limit is not None and buffer.size + size > limit:
+            raise StreamBufferFullError(
+                f"write of {size} bytes would pass max_write_buffer_size={limit} "
+                f"({buffer.size} bytes queued)"
+            )
+        if size:
+            self._bytes_queued += size
+            if buffer.size == 0 and self._state == _OPEN:
+                rest = self._send_now(data, size)
+                if self._state == _CLOSED:
+                    return  # the send failed: `error` says why
+                if rest is not None:
+                    buffer.append(rest)
+            else:
+                buffer.append(data)
+        if callback is not None:
+            self._write_callbacks.append((self._bytes_queued, callback))
+            if self._bytes_sent >= self._bytes_queued:
+                self._ready_write_callbacks()
+        if self._state == _CLOSED:
+            return
+        if not self._draining:
+            if self._ready:
+                self._schedule_drain()
+            self._update_events()
+
+    def set_close_callback(self, callback: Callable[[], object] | None) -> None:
+        """Call *callback* (no arguments) once, when the stream closes.
+
+        While a close callback is set, an idle stream keeps listening, so it
+        notices the peer's close (buffering whatever arrives meanwhile).
+        """
+        _check_callback(callback, "callback", optional=True)
+        self._close_callback = callback
+        if self._state == _CLOSED:
+            if callback is not None:
+                self._schedule_drain()
+        elif not self._draining:
+            self._update_events()
+
+    def close(self, exc_info: BaseException | bool | None = None) -> None:
+        """Close the stream and its socket. Idempotent.
+
+        *exc_info*: an exception to record as ``error`` (``True``: the one
+        being handled). Reads that buffered data satisfies still complete,
+        then the close callback runs (once).
+        """
+        if self._state == _CLOSED:
+            return
+        if exc_info is True:
+            import sys
+
+            exc_info = sys.exc_info()[1]
+        if isinstance(exc_info, BaseException) and self.error is None:
+            self.error = exc_info
+        self._state = _CLOSED
+        if self._events is not None:
+            self._events = None
+            self.io_loop.remove_handler(self)
+        self.socket.close()
+        self._write_buffer.clear()
+        self._write_callbacks.clear()
+        self._connect_callback = None
+        pending = self._pending
+        if isinstance(pending, _ReadBytes) and pending.target is not None:
+            # Hand the partial direct read back to the buffer (nothing is lost).
+            with memoryview(pending.target) as view, view[: pending.filled] as part:
+                if pending.filled:
+                    self._read_buffer.append(part.tobytes())
+            pending.target = None
+            pending.filled = 0
+        self._schedule_drain()
+
+    def reading(self) -> bool:
+        """True while a read is pending."""
+        return self._pending is not None
+
+    def writing(self) -> bool:
+        """True while written bytes wait to be sent."""
+        return self._write_buffer.size > 0
+
+    def closed(self) -> bool:
+        """True once the stream is closed."""
+        return self._state == _CLOSED
+
+    def fileno(self) -> int:
+        """The socket's fd (as it was when the stream was made).
+
+        The stream registers itself with the loop, so ``IOLoop.close(all_fds=True)``
+        closes it through :meth:`close` (never the bare fd behind the socket's back).
+        """
+        return self._fd
+
+    def set_nodelay(self, value: bool) -> None:
+        """Turn Nagle's algorithm off (True) or on (False) for a TCP socket."""
+        if self._state != _CLOSED and self.socket.family in (socket.AF_INET, socket.AF_INET6):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if value else 0)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} fd={self._fd} {self._state}>"
+
+    # -- reads --------------------------------------------------------------
+
+    def _start_read(self, read: _PendingRead) -> None:
+        if self._pending is not None:
+            raise RuntimeError("a read is already pending on this stream")
+        if self._draining:
+            # Inside a stream callback: the trampoline takes it from here.
+            self._pending = read
+            return
+        if self._state == _CLOSED:
+            # Only what is buffered can satisfy it now.
+            try:
+                data = read.complete(self._read_buffer, True)
+            except UnsatisfiableReadError:
+                data = None
+            if data is None:
+                raise StreamClosedError(real_error=self.error)
+            self._ready.append((read.callback, (data,)))
+            self._schedule_drain()
+            return
+        self._pending = read
+        if self._read_buffer.size:
+            self._schedule_drain()
+        elif isinstance(read, _ReadBytes):
+            self._prepare_direct_read(read)
+            if read.remaining == 0:
+                self._schedule_drain()
+        self._update_events()
+
+    def _prepare_direct_read(self, read: _ReadBytes) -> None:
+        """For a large read_bytes: allocate its final buffer and receive into it."""
+        if (
+            read.remaining >= DIRECT_READ_THRESHOLD
+            and read.streaming_callback is None
+            and read.remaining <= self.max_buffer_size
+            and read.target is None
+            and self._read_buffer.size < read.remaining
+        ):
+            target = bytearray(read.remaining)
+            with memoryview(target) as view:
+                read.filled = self._read_buffer.take_into(view)
+            read.target = target
+
+    def _stream_step(self, read: _PendingRead) -> bool:
+        """Give buffered data to a streaming read; True if there was some."""
+        buffer = self._read_buffer
+        n = buffer.size
+        if isinstance(read, _ReadBytes):
+            n = min(n, read.remaining)
+        if not n:
+            return False
+        read.streamed(n)
+        assert read.streaming_callback is not None
+        self._run_user(read.streaming_callback, buffer.take(n))
+        return True
+
+    # -- the trampoline ---------------------------------------------------------
+
+    def _schedule_drain(self) -> None:
+        if not self._draining and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.io_loop.add_callback(self._drain_from_loop)
+
+    def _drain_from_loop(self) -> None:
+        self._drain_scheduled = False
+        self._drain()
+
+    def _drain(self) -> None:
+        """Run every callback and satisfiable read, in a flat loop.
+
+        Entered only from the I/O handler or a loop callback, never from
+        user code, and never re-entered: a callback that starts a read or a
+        write only queues work that this loop picks up. Order: the pending
+        read first (while the buffer satisfies it), then queued callbacks
+        (connect, write), and once closed, the close callback last.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        ready = self._ready
+        buffer = self._read_buffer
+        try:
+            while True:
+                read = self._pending
+                if read is not None:
+                    if read.streaming_callback is not None and self._stream_step(read):
+                        continue
+                    try:
+                        data = read.complete(buffer, self._state is _CLOSED)
+                    except UnsatisfiableReadError as exc:
+                        self._pending = None
+                        self.close(exc)
+                        continue
+                    if data is not None:
+                        self._pending = None
+                        callback = read.callback
+                        try:
+                            callback(data)
+                        except Exception as exc:
+                            self._callback_failed(callback, exc)
+                        continue
+                if ready:
+                    callback, args = ready.popleft()
+                    try:
+                        callback(*args)
+                    except Exception as exc:
+                        self._callback_failed(callback, exc)
+                    continue
+                close_callback = self._close_callback
+                if close_callback is not None and self._state is _CLOSED:
+                    self._close_callback = None
+                    self._run_user(close_callback)
+                    continue
+                break
+        finally:
+            self._draining = False
+        self._update_events()
+
+    def _run_user(self, callback: Callable[..., object], *args: Any) -> None:
+        """Call user code; an exception is logged and closes this stream."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self._callback_failed(callback, exc)
+
+    def _callback_failed(self, callback: Callable[..., object], exc: Exception) -> None:
+        app_log.exception("Uncaught exception in %r callback %r", self, callback)
+        self.close(exc)
+
+    # -- events --------------------------------------------------------------
+
+    def _wanted_events(self) -> int:
+        state = self._state
+        if state == _OPEN:
+            events = ERROR
+            if self._pending is not None or self._close_callback is not None:
+                events |= READ
+            if self._write_buffer.size:
+                events |= WRITE
+            return events
+        if state == _CONNECTING:
+            return WRITE | ERROR
+        return self._handshake_events()
+
+    def _handshake_events(self) -> int:
+        return READ | ERROR
+
+    def _update_events(self) -> None:
+        if self._state != _CLOSED:
+            events = self._wanted_events()
+            if events != self._events:
+                self._set_events(events)
+
+    def _set_events(self, events: int) -> None:
+        if self._events is None:
+            try:
+                self.io_loop.add_handler(self, self._handle_events, events)
+            except ValueError as exc:
+                # The poller refuses this fd (select above FD_SETSIZE).
+                self.close(exc)
+                return
+        else:
+            self.io_loop.update_handler(self, events)
+        self._events = events
+
+    def _handle_events(self, fd: object, events: int) -> None:
+        try:
+            state = self._state
+            if state == _CONNECTING:
+                self._finish_connect(events)
+            elif state == _HANDSHAKING:
+                self._continue_handshake()
+            if self._state == _OPEN:
+                if events & (READ | ERROR):
+                    self._handle_read(events)
+                if events & WRITE and self._state == _OPEN:
+                    self._handle_write()
+        except OSError as exc:
+            # The socket failed (reset, aborted, ...): the peer's doing, not a
+            # bug, so it is recorded in `error`, not logged.
+            self.close(exc)
+        except Exception as exc:
+            app_log.exception("Uncaught exception in %r", self)
+            self.close(exc)
+        self._drain()
+
+    def _handle_read(self, events: int) -> None:
+        """Receive what the socket has (bounded per event), then deliver it."""
+        buffer = self._read_buffer
+        for _ in range(MAX_RECVS_PER_EVENT):
+            read = self._pending
+            if isinstance(read, _ReadBytes) and read.target is not None:
+                received = self._recv_direct(read)
+                if received <= 0:
+                    break
+                continue
+            room = self.max_buffer_size - buffer.size
+            if room <= 0:
+                # Every read the buffer satisfies was delivered as data came
+                # in; what is left can only grow past the limit.
+                self.close(
+                    StreamBufferFullError(
+                        f"read buffer reached max_buffer_size={self.max_buffer_size}"
+                    )
+                )
+                return
+            size = self.read_chunk_size
+            if buffer.size >= size:
+                size = SCRATCH_SIZE  # accumulating a large message: bigger recvs
+            size = min(size, room)
+            view = _scratch_view()
+            received = self._recv_into(view, size)
+            if received < 0:  # would block
+                break
+            if received == 0:
+                self._on_eof()
+                return
+            buffer.append(view[:received].tobytes())
+            if self._pending is not None:
+                self._drain()
+                if self._state == _CLOSED:
+                    return
+                if isinstance(self._pending, _ReadBytes):
+                    self._prepare_direct_read(self._pending)
+            if received < size and self._short_read_drains:
+                break  # the kernel had no more: don't pay for an EAGAIN
+        else:
+            return
+        if events & ERROR and not events & READ and self._state == _OPEN:
+            self._on_socket_error()
+
+    def _recv_direct(self, read: _ReadBytes) -> int:
+        target = read.target
+        assert target is not None
+        with memoryview(target) as view, view[read.filled :] as rest:
+            received = self._recv_into(rest, len(rest))
+        if received == 0:
+            self._on_eof()
+            return 0
+        if received > 0:
+            read.filled += received
+            if read.filled == len(target):
+                self._drain()
+        return received
+
+    def _recv_into(self, view: memoryview, size: int) -> int:
+        """One ``recv_into``: bytes received, 0 at EOF, -1 if it would block.
+
+        Other errors (a reset, say) are raised; the handler closes with them.
+        """
+        while True:
+            try:
+                return self.socket.recv_into(view, size)
+            except InterruptedError:
+                continue  # EINTR never closes a stream: retry
+            except ssl.SSLWantReadError:
+                return -1
+            except ssl.SSLWantWriteError:
+                # TLS 1.2 renegotiation must write before it can read on.
+                self._want_write = True
+                return -1
+            except OSError as exc:
+                if is_would_block(exc):
+                    return -1
+                raise
+
+    def _on_eof(self) -> None:
+        """The peer closed: deliver what the buffer satisfies, then close."""
+        if self._pending is not None:
+            self._drain()
+        self.close()
+
+    def _on_socket_error(self) -> None:
+        """ERROR with nothing to read: close with the socket's pending error."""
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.close(error_from_code(code) if code else ConnectionError("connection lost"))
+
+    # -- writes ---------------------------------------------------------------
+
+    @staticmethod
+    def _as_view(data: object) -> memoryview:
+        try:
+            view = memoryview(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"data must be a bytes-like object, not {type(data).__name__}"
+            ) from None
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+    def _send_now(self, data: bytes | memoryview, size: int) -> bytes | memoryview | None:
+        """Try to send *data* with nothing queued before it; return the rest."""
+        cap = self.write_chunk_size
+        chunk = data if cap is None or size <= cap else memoryview(data)[:cap]
+        sent = self._send(chunk)
+        if sent <= 0:
+            return data  # would block (or failed, and the stream is closed)
+        self._bytes_sent += sent
+        if sent == size:
+            return None
+        return memoryview(data)[sent:]
+
+    def _handle_write(self) -> None:
+        buffer = self._write_buffer
+        cap = self.write_chunk_size
+        while buffer.size:
+            view = buffer.peek(cap)
+            sent = self._send(view)
+            if sent <= 0:
+                break
+            buffer.advance(sent)
+            self._bytes_sent += sent
+        if self._write_callbacks:
+            self._ready_write_callbacks()
+
+    def _send(self, view: bytes | memoryview) -> int:
+        """One ``send``: bytes sent, 0 if it would block, -1 if it failed
+        (the stream is then closed with the error)."""
+        while True:
+            try:
+                return self.socket.send(view)
+            except InterruptedError:
+                continue  # EINTR never closes a stream: retry
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                # OpenSSL will want this very send again, same bytes: the
+                # write buffer keeps its front piece unchanged until then.
+                return 0
+            except OSError as exc:
+                if is_would_block(exc):
+                    return 0
+                self.close(exc)
+                return -1
+
+    def _ready_write_callbacks(self) -> None:
+        callbacks = self._write_callbacks
+        sent = self._bytes_sent
+        while callbacks and callbacks[0][0] <= sent:
+            self._ready.append((callbacks.popleft()[1], ()))
+
+    # -- connecting and closing -------------------------------------------------
+
+    def _prepare_connect(self, address: Any, server_hostname: str | None) -> None:
+        """Hook for subclasses: remember what connect() needs later."""
+
+    def _finish_connect(self, events: int) -> None:
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self.close(error_from_code(code))
+            return
+        if events & ERROR and not events & WRITE:
+            # Windows reports a failed connect only as an exception (ERROR);
+            # SO_ERROR then normally says why, but never report success.
+            self.close(ConnectionError("connect failed"))
+            return
+        self._state = _OPEN
+        self._on_connected()
+
+    def _continue_handshake(self) -> None:
+        """Hook: drive a handshake one step (TLS streams only)."""
+        raise AssertionError("a plain IOStream never handshakes")
+
+    def _on_connected(self) -> None:
+        """The TCP connection is up: run the connect callback, send what waits."""
+        callback = self._connect_callback
+        self._connect_callback = None
+        if callback is not None:
+            self._ready.append((callback, ()))
+        if self._write_buffer.size:
+            self._handle_write()
+
+
+class SSLIOStream(IOStream):
+    """An :class:`IOStream` over TLS.
+
+    ``SSLIOStream(socket, ssl_options=None, server_side=False, **kwargs)``;
+    *ssl_options* is an :class:`ssl.SSLContext` or a dict of ``certfile``,
+    ``keyfile``, ``cert_reqs``, ``ca_certs``, ``ciphers``. A client verifies
+    the certificate and host name by default (``ssl.create_default_context``);
+    a dict keeps verification on unless its ``cert_reqs`` turns it off. TLS
+    1.2 is the minimum for contexts built here. The handshake never blocks;
+    the connect callback runs after it; reads and writes issued before it
+    wait for it. A failed handshake closes the stream with the
+    :class:`ssl.SSLError` in ``error``.
+    """
+
+    _short_read_drains = False
+
+    def __init__(
+        self,
+        socket: socket.socket,
+        ssl_options: ssl.SSLContext | dict[str, Any] | None = None,
+        server_side: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(socket, **kwargs)
+        self.server_side = bool(server_side)
+        self.ssl_context = make_ssl_context(ssl_options, self.server_side)
+        self._server_hostname: str | None = None
+        if self.server_side:
+            # An accepted socket: the handshake starts now. A client's starts
+            # once connect() has connected it.
+            self._start_tls()
+
+    def _prepare_connect(self, address: Any, server_hostname: str | None) -> None:
+        if server_hostname is None and isinstance(address, tuple) and address:
+            server_hostname = str(address[0])
+        self._server_hostname = server_hostname
+
+    def _on_connected(self) -> None:
+        self._start_tls()
+
+    def _start_tls(self) -> None:
+        self.socket = self._wrap_socket(self.socket)
+        self._state = _HANDSHAKING
+        if self._events is None:
+            self._set_events(self._handshake_events())
+        self._continue_handshake()
+
+    def _wrap_socket(self, sock: socket.socket) -> ssl.SSLSocket:
+        """Wrap the plain socket (a hook tests override to inject faults)."""
+        return self.ssl_context.wrap_socket(
+            sock,
+            server_side=self.server_side,
+            do_handshake_on_connect=False,
+            server_hostname=None if self.server_side else self._server_hostname,
+        )
+
+    def _handshake_events(self) -> int:
+        return (WRITE if self._want_write else READ) | ERROR
+
+    def _continue_handshake(self) -> None:
+        sock = self.socket
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want_write = False
+            return
+        except ssl.SSLWantWriteError:
+            self._want_write = True
+            return
+        except InterruptedError:
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self.close(exc)
+            return
+        self._want_write = False
+        self._state = _OPEN
+        IOStream._on_connected(self)
+        if self._state == _OPEN:
+            # Application data may already sit decrypted inside OpenSSL.
+            self._handle_read(READ)
+
+    def _handle_read(self, events: int) -> None:
+        # OpenSSL may hold decrypted bytes that the kernel no longer reports
+        # as readable (they left the socket inside a larger record), and a
+        # poller would never wake us for them: read until OpenSSL has none.
+        # Each pass either empties OpenSSL's buffer or fills ours, which
+        # closes the stream at max_buffer_size, so this ends.
+        while True:
+            super()._handle_read(events)
+            sock = self.socket
+            if self._state != _OPEN or not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                break
+
+    def _handle_write(self) -> None:
+        super()._handle_write()
+        if self._want_write and self._state == _OPEN:
+            self._want_write = False
+            self._handle_read(READ)
+
+    def _send_now(self, data: bytes | memoryview, size: int) -> bytes | memoryview | None:
+        return data  # always through the buffer: retries must resend the same bytes
+
+    def _wanted_events(self) -> int:
+        events = super()._wanted_events()
+        if self._state == _OPEN and self._want_write:
+            events |= WRITE
+        return events
+
+
+_SSL_OPTION_KEYS = frozenset({"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers"})
+
+
+def make_ssl_context(
+    ssl_options: ssl.SSLContext | dict[str, Any] | None, server_side: bool
+) -> ssl.SSLContext:
+    """Build the :class:`ssl.SSLContext` an SSLIOStream or TCPServer uses.
+
+    An ``SSLContext`` is returned as it is. ``None`` (client only) and a dict
+    give a context with verification on, TLS 1.2 at least; a dict's
+    ``cert_reqs=ssl.CERT_NONE`` turns verification off.
+    """
+    if isinstance(ssl_options, ssl.SSLContext):
+        return ssl_options
+    if ssl_options is None:
+        if server_side:
+            raise ValueError("ssl_options must give a certfile for a server-side TLS stream")
+        ssl_options = {}
+    if not isinstance(ssl_options, dict):
+        raise TypeError(
+            "ssl_options must be an ssl.SSLContext, a dict or None, "
+            f"not {type(ssl_options).__name__}"
+        )
+    unknown = set(ssl_options) - _SSL_OPTION_KEYS
+    if unknown:
+        raise ValueError(
+            f"ssl_options has unknown keys {sorted(unknown)}; known: {sorted(_SSL_OPTION_KEYS)}"
+        )
+    if server_side:
+        if not ssl_options.get("certfile"):
+            raise ValueError("ssl_options must give a certfile for a server-side TLS stream")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if "cert_reqs" in ssl_options:
+            context.verify_mode = ssl_options["cert_reqs"]
+    else:
+        context = ssl.create_default_context()
+        if "cert_reqs" in ssl_options:
+            if ssl_options["cert_reqs"] == ssl.CERT_NONE:
+                context.check_hostname = False
+            context.verify_mode = ssl_options["cert_reqs"]
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ssl_options.get("certfile"):
+        context.load_cert_chain(ssl_options["certfile"], ssl_options.get("keyfile"))
+    if ssl_options.get("ca_certs"):
+        context.load_verify_locations(ssl_options["ca_certs"])
+    if ssl_options.get("ciphers"):
+        context.set_ciphers(ssl_options["ciphers"])
+    return context
+
+
+_socket_type = socket.socket
+_stream_type = socket.SOCK_STREAM

@@ -1,0 +1,565 @@
+"""``python -m iostream``: info, get and bench, as a user runs them.
+
+``info`` and the error paths run in subprocesses (exit codes, one-line
+errors, no traceback). ``get`` is tested against real local servers on
+127.0.0.1 (port 0): Python's ``http.server`` with a small handler serving
+Content-Length, chunked and read-until-close bodies, and the same over TLS
+with a trustme certificate. The body tests run in-process on every poller
+(``poller_name``); the exit-code tests run the real command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import importlib.util
+import io
+import json
+import os
+import random
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iostream import _cli, pollers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A body that contains the header delimiter and CRLFs, so a client that
+#: confuses body and framing shows it.
+BODY = random.Random(1234).randbytes(300_000) + b"\r\n\r\n0\r\n\r\nend"
+CHUNKS = [b"hello ", b"", b"chunked\r\n", random.Random(5).randbytes(70_000), b"\r\n0\r\n"]
+CHUNKED_BODY = b"".join(CHUNKS)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m iostream ARGS`` from the source tree; return the result."""
+    full_env = {k: v for k, v in os.environ.items() if k != pollers.ENV_VAR}
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "iostream", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int) -> str:
+    """The command failed with *code*, one line on stderr, no traceback."""
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == code, (result.returncode, stderr)
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("iostream: error: ")
+    return lines[0]
+
+
+# ---------------------------------------------------------------------- info
+
+
+def test_info_default() -> None:
+    """With no argument and no IOSTREAM_POLLER: the best available, and why."""
+    result = run_cli("info")
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert f"poller:      {pollers.available()[0]}\n" in out
+    assert "chosen by:   default: best available" in out
+    assert ", ".join(pollers.available()) in out
+
+
+def test_info_env_var_and_case() -> None:
+    """IOSTREAM_POLLER picks the poller (case-insensitive) and is named as the reason."""
+    result = run_cli("info", env={pollers.ENV_VAR: "SELECT"})
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "poller:      select\n" in out
+    assert "chosen by:   IOSTREAM_POLLER=SELECT" in out
+
+
+def test_info_env_list_takes_first_available() -> None:
+    """A preference list: the first available name wins."""
+    unavailable = [n for n in ("kqueue", "devpoll", "epoll") if n not in pollers.available()]
+    value = ",".join([*unavailable, "select", pollers.available()[0]])
+    result = run_cli("info", "--json", env={pollers.ENV_VAR: value})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["poller"] == "select"
+    assert data["reason"] == f"IOSTREAM_POLLER={value}"
+
+
+def test_info_empty_env_means_default() -> None:
+    """An empty IOSTREAM_POLLER is the default."""
+    result = run_cli("info", "--json", env={pollers.ENV_VAR: ""})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["poller"] == pollers.available()[0]
+    assert data["reason"] == "default: best available"
+
+
+def test_info_argument_beats_env() -> None:
+    """--poller wins over IOSTREAM_POLLER."""
+    result = run_cli("info", "--poller", "select", env={pollers.ENV_VAR: "nonsense"})
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "poller:      select\n" in out
+    assert "chosen by:   argument --poller select" in out
+
+
+def test_info_json_lists_unavailable_with_reasons() -> None:
+    """Every known poller is either available or has a reason."""
+    result = run_cli("info", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["available"] == list(pollers.available())
+    known = {"kqueue", "epoll", "devpoll", "poll", "select"}
+    assert set(data["available"]) | set(data["unavailable"]) == known
+    assert not set(data["available"]) & set(data["unavailable"])
+    for name, why in data["unavailable"].items():
+        assert why.strip(), name
+
+
+@pytest.mark.parametrize("value", ["bogus", "epoll;poll", "sel ect"])
+def test_info_bad_env_var_is_one_line_exit_2(value: str) -> None:
+    """An unknown IOSTREAM_POLLER: one line on stderr, exit 2, no traceback."""
+    result = run_cli("info", env={pollers.ENV_VAR: value})
+    line = assert_one_line_error(result, 2)
+    assert "select" in line  # names the known ones
+    assert result.stdout == b""
+
+
+def test_info_unavailable_poller_is_one_line_exit_2() -> None:
+    """A known poller this OS lacks: one line naming what is available, exit 2."""
+    missing = [n for n in ("kqueue", "devpoll", "epoll", "poll") if n not in pollers.available()]
+    if not missing:
+        pytest.skip("every poller is available here")
+    result = run_cli("info", env={pollers.ENV_VAR: missing[0]})
+    line = assert_one_line_error(result, 2)
+    assert pollers.available()[0] in line
+
+
+def test_info_bad_argument_is_one_line_exit_2() -> None:
+    """--poller with an unknown name is the same one-line error."""
+    assert_one_line_error(run_cli("info", "--poller", "nope"), 2)
+
+
+def test_help_lists_subcommands_and_exit_codes() -> None:
+    """--help names info, get and bench; get --help documents the exit codes."""
+    result = run_cli("--help")
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    for name in ("info", "get", "bench"):
+        assert name in out
+    get_help = run_cli("get", "--help").stdout.decode()
+    for code, meaning in _cli.EXIT_CODES.items():
+        assert f"{code}  {meaning}" in get_help
+    assert "--cafile" in get_help and "--timeout" in get_help and "--poller" in get_help
+
+
+def test_no_command_prints_help_exit_2() -> None:
+    """No subcommand: usage and exit 2."""
+    result = run_cli()
+    assert result.returncode == 2
+    assert b"info" in result.stdout
+
+
+def test_version() -> None:
+    """--version prints the one version."""
+    from iostream._version import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"iostream {__version__}"
+
+
+def test_bench_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench hands its arguments to iostream.bench.main, or says clearly it is missing."""
+    import types
+
+    seen: list[list[str]] = []
+    fake = types.ModuleType("iostream.bench")
+
+    def fake_main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 7
+
+    fake.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "iostream.bench", fake)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: object() if name == "iostream.bench" else None,
+    )
+    assert _cli.main(["bench", "--quick", "--poller", "all"]) == 7
+    assert seen == [["--quick", "--poller", "all"]]
+
+
+def test_bench_missing_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a benchmark module: one line, exit 1."""
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert _cli.main(["bench", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("iostream: error: the benchmark suite is not available")
+    assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------ URL / HTTP units
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "target", "header"),
+    [
+        ("http://127.0.0.1/", "127.0.0.1", 80, "/", "127.0.0.1"),
+        ("http://127.0.0.1", "127.0.0.1", 80, "/", "127.0.0.1"),
+        ("https://Example.ORG:8443/a/b?x=1&y=2", "example.org", 8443, "/a/b?x=1&y=2", None),
+        ("http://[::1]:8080/p", "::1", 8080, "/p", "[::1]:8080"),
+        ("https://127.0.0.1:443/", "127.0.0.1", 443, "/", "127.0.0.1"),
+        ("http://h/caf\u00e9", "h", 80, "/caf%C3%A9", "h"),
+    ],
+)
+def test_parse_url(url: str, host: str, port: int, target: str, header: str | None) -> None:
+    """Host, port, request target and Host header come out right."""
+    t = _cli.parse_url(url)
+    assert (t.host, t.port, t.request_target) == (host, port, target)
+    if header is not None:
+        assert t.host_header == header
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://127.0.0.1/", "http://", "127.0.0.1:80", "http://127.0.0.1:99999/", "http://h:x/", ""],
+)
+def test_parse_url_rejects(url: str) -> None:
+    """Anything but a usable http(s) URL is a usage error (exit 2)."""
+    with pytest.raises(_cli.CLIError) as info:
+        _cli.parse_url(url)
+    assert info.value.code == 2
+
+
+def test_parse_head() -> None:
+    """Status line, headers (repeated, folded), case-insensitive lookup."""
+    head = (
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n"
+        b"X-Fold: a\r\n  b\r\n\r\n"
+    )
+    r = _cli.parse_head(head)
+    assert (r.version, r.status, r.reason) == ("HTTP/1.1", 404, "Not Found")
+    assert r.get_all("content-length") == ["3"]
+    assert r.get_all("X-A") == ["1", "2"]
+    assert r.get_all("x-fold") == ["a b"]
+
+
+@pytest.mark.parametrize(
+    "head", [b"HELLO\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n"]
+)
+def test_parse_head_rejects(head: bytes) -> None:
+    """Garbage is a BadResponse."""
+    with pytest.raises(_cli.BadResponse):
+        _cli.parse_head(head)
+
+
+def test_classify_error() -> None:
+    """Each failure class maps to its exit code."""
+    assert _cli.classify_error(ConnectionRefusedError())[0] == 3
+    assert _cli.classify_error(TimeoutError())[0] == 4
+    assert _cli.classify_error(ssl.SSLCertVerificationError())[0] == 5
+    assert _cli.classify_error(ssl.SSLError())[0] == 5
+    assert _cli.classify_error(ConnectionResetError())[0] == 1
+    assert _cli.classify_error(ValueError())[0] == 1
+
+
+# --------------------------------------------------------------- local servers
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves the bodies the ``get`` tests fetch."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep the test output quiet."""
+
+    def do_GET(self) -> None:
+        """Dispatch on the path."""
+        path = self.path
+        if path == "/length":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY)
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in CHUNKS:
+                if piece:  # a zero-size chunk would end the body
+                    self.wfile.write(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\nX-Trailer: done\r\n\r\n")
+        elif path == "/close":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(BODY)
+            self.close_connection = True
+        elif path == "/empty":
+            self.send_response(204)
+            self.end_headers()
+        elif path == "/zero":
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/interim":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        elif path.startswith("/echo"):
+            text = f"{self.command} {self.path}\nhost={self.headers['Host']}\n"
+            text += f"connection={self.headers['Connection']}\n"
+            data = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.close_connection = True
+        elif path == "/garbage":
+            self.wfile.write(b"SPAM SPAM SPAM\r\n\r\n")
+            self.close_connection = True
+        elif path == "/badchunk":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"zz\r\nhello\r\n0\r\n\r\n")
+            self.close_connection = True
+        else:
+            self.send_error(404)
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that does not print failed TLS handshakes."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Failures are the point of some tests: stay quiet."""
+
+
+@contextlib.contextmanager
+def serve(context: ssl.SSLContext | None = None) -> Iterator[int]:
+    """Run a :class:`Handler` server on 127.0.0.1:0 in a thread; yield its port."""
+    server = QuietServer(("127.0.0.1", 0), Handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    """A plain HTTP server."""
+    with serve() as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int, Path]]:
+    """Two HTTPS servers with trustme certificates: ``(port, wrong_host_port, ca_pem)``.
+
+    The first certificate is for 127.0.0.1 and localhost; the second for a
+    name the URL never uses.
+    """
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca_pem = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    good = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(good)
+    wrong = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("wrong-host.example").configure_cert(wrong)
+    with serve(good) as port, serve(wrong) as wrong_port:
+        yield port, wrong_port, ca_pem
+
+
+def fetch(url: str, poller: str | None = None, **kwargs: object) -> tuple[int, str, bytes]:
+    """Run ``get`` in-process; return ``(exit code, message, body)``."""
+    out = io.BytesIO()
+    code, message = _cli.fetch(url, out, poller=poller, **kwargs)  # type: ignore[arg-type]
+    return code, message, out.getvalue()
+
+
+# ------------------------------------------------------------------ get: http
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/length", BODY),
+        ("/chunked", CHUNKED_BODY),
+        ("/close", BODY),
+        ("/empty", b""),
+        ("/zero", b""),
+        ("/interim", b"ok"),
+    ],
+)
+def test_get_bodies(http_port: int, poller_name: str, path: str, body: bytes) -> None:
+    """Content-Length, chunked and read-until-close bodies arrive intact on every poller."""
+    code, message, got = fetch(f"http://127.0.0.1:{http_port}{path}", poller_name, timeout=20)
+    assert (code, message) == (0, "")
+    assert got == body
+
+
+def test_get_sends_host_and_connection_close(http_port: int) -> None:
+    """The request is HTTP/1.1 GET with Host (with port) and Connection: close."""
+    code, message, got = fetch(f"http://127.0.0.1:{http_port}/echo?a=1&b=2", timeout=20)
+    assert (code, message) == (0, "")
+    assert got.decode() == (f"GET /echo?a=1&b=2\nhost=127.0.0.1:{http_port}\nconnection=close\n")
+
+
+def test_get_localhost_resolves(http_port: int) -> None:
+    """A host name works (``localhost`` may resolve to ::1 first: the next address is tried)."""
+    code, message, got = fetch(f"http://localhost:{http_port}/length", timeout=20)
+    assert (code, message) == (0, "")
+    assert got == BODY
+
+
+def test_get_include_headers(http_port: int) -> None:
+    """-i prints the status line and headers before the body."""
+    code, _, got = fetch(f"http://127.0.0.1:{http_port}/zero", include_headers=True, timeout=20)
+    assert code == 0
+    assert got.startswith(b"HTTP/1.") and b" 200 " in got.split(b"\r\n")[0]
+    assert got.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("path", ["/short", "/garbage", "/badchunk"])
+def test_get_bad_response_exit_1(http_port: int, path: str) -> None:
+    """A truncated body, a non-HTTP reply or a bad chunk: exit 1."""
+    code, message, _ = fetch(f"http://127.0.0.1:{http_port}{path}", timeout=20)
+    assert code == 1
+    assert message
+
+
+def test_get_cli_prints_body_to_stdout(http_port: int) -> None:
+    """The real command line writes the body, bytes for bytes, to stdout."""
+    result = run_cli("get", f"http://127.0.0.1:{http_port}/chunked", "--poller", "select")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == CHUNKED_BODY
+    assert result.stderr == b""
+
+
+# ----------------------------------------------------------------- get: https
+
+
+def test_get_https_with_cafile(tls: tuple[int, int, Path], poller_name: str) -> None:
+    """https with --cafile: verified, body intact."""
+    port, _, ca_pem = tls
+    code, message, got = fetch(
+        f"https://127.0.0.1:{port}/length", poller_name, cafile=str(ca_pem), timeout=20
+    )
+    assert (code, message) == (0, "")
+    assert got == BODY
+
+
+def test_get_https_cli_chunked(tls: tuple[int, int, Path]) -> None:
+    """The command line over TLS, chunked body."""
+    port, _, ca_pem = tls
+    result = run_cli("get", f"https://localhost:{port}/chunked", "--cafile", str(ca_pem))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == CHUNKED_BODY
+
+
+def test_get_https_untrusted_exit_5(tls: tuple[int, int, Path]) -> None:
+    """Without --cafile the test CA is not trusted: exit 5, one line."""
+    port, _, _ = tls
+    result = run_cli("get", f"https://127.0.0.1:{port}/length", "--timeout", "20")
+    line = assert_one_line_error(result, 5)
+    assert "TLS" in line
+    assert result.stdout == b""
+
+
+def test_get_https_wrong_host_exit_5(tls: tuple[int, int, Path]) -> None:
+    """A certificate for another host name: exit 5 even with the right CA."""
+    _, wrong_port, ca_pem = tls
+    result = run_cli("get", f"https://127.0.0.1:{wrong_port}/", "--cafile", str(ca_pem))
+    assert_one_line_error(result, 5)
+
+
+def test_get_missing_cafile_exit_2(tmp_path: Path) -> None:
+    """--cafile that does not exist is a usage error."""
+    result = run_cli("get", "https://127.0.0.1:1/", "--cafile", str(tmp_path / "none.pem"))
+    assert_one_line_error(result, 2)
+
+
+# ---------------------------------------------------------- get: exit codes
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_get_refused_exit_3() -> None:
+    """Nothing listens on the port: exit 3, one line."""
+    result = run_cli("get", f"http://127.0.0.1:{_unused_port()}/", "--timeout", "20")
+    line = assert_one_line_error(result, 3)
+    assert "refused" in line
+
+
+def test_get_timeout_exit_4() -> None:
+    """A server that accepts (in the backlog) and never answers: exit 4 after --timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        result = run_cli("get", f"http://127.0.0.1:{port}/", "--timeout", "0.5", timeout=30)
+    line = assert_one_line_error(result, 4)
+    assert "timed out" in line
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1/", "http://", "not a url", "http://127.0.0.1:99999/"]
+)
+def test_get_bad_url_exit_2(url: str) -> None:
+    """A bad URL: exit 2, one line, nothing on stdout."""
+    result = run_cli("get", url)
+    line = assert_one_line_error(result, 2)
+    assert "URL" in line
+    assert result.stdout == b""
+
+
+def test_get_bad_poller_exit_2() -> None:
+    """get with a bad IOSTREAM_POLLER: exit 2, one line."""
+    result = run_cli("get", "http://127.0.0.1:1/", env={pollers.ENV_VAR: "bogus"})
+    assert_one_line_error(result, 2)
+
+
+def test_get_bad_timeout_exit_2() -> None:
+    """A non-positive --timeout is a usage error."""
+    assert_one_line_error(run_cli("get", "http://127.0.0.1:1/", "--timeout", "0"), 2)

@@ -1,0 +1,322 @@
+"""TCPServer against SPEC.md, on every poller.
+
+Covers ``handle_stream`` as an argument and as an overridden method,
+``listen(0)`` returning the port (IPv4 and IPv6), many pending connections,
+exceptions in ``handle_stream``, ``stop()`` (idempotent; open streams stay
+open), stream keyword arguments, and TLS servers (``handle_stream`` may run
+before the handshake ends; reads and writes wait for it; a plaintext client
+does not stop the server).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import Any
+
+import pytest
+from _stream_helpers import (  # noqa: F401  (fixtures)
+    StreamKit,
+    TLSFiles,
+    Waiter,
+    has_ipv6,
+    iostream_errors,
+    settle,
+    streams_fixture,
+    tls_fixture,
+)
+from support import run_until
+
+from iostream import (
+    IOLoop,
+    IOStream,
+    SSLIOStream,
+    StreamBufferFullError,
+    TCPServer,
+)
+
+
+def echo_line(stream: IOStream, address: Any) -> None:
+    """handle_stream: answer one line with b"echo: " + line, then close."""
+
+    def on_line(line: bytes) -> None:
+        stream.write(b"echo: " + line, stream.close)
+
+    stream.read_until(b"\n", on_line)
+
+
+def client_request(
+    io_loop: IOLoop, streams: StreamKit, port: int, payload: bytes, host: str = "127.0.0.1"
+) -> bytes:
+    """Connect an IOStream client, send *payload*, return everything until close."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    client = streams.stream(streams.track(socket.socket(family, socket.SOCK_STREAM)))
+    w = Waiter(io_loop)
+    client.connect((host, port))
+    client.write(payload)
+    client.read_until_close(w.callback)
+    result: bytes = w.wait()
+    return result
+
+
+# ---------------------------------------------------------------- basics
+
+
+def test_handle_stream_argument(io_loop: IOLoop, streams: StreamKit) -> None:
+    seen: list[Any] = []
+
+    def handle(stream: IOStream, address: Any) -> None:
+        seen.append((type(stream), address))
+        echo_line(stream, address)
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop))
+    port = server.listen(0)
+    assert isinstance(port, int) and port > 0
+    assert client_request(io_loop, streams, port, b"hi\n") == b"echo: hi\n"
+    assert len(seen) == 1
+    assert issubclass(seen[0][0], IOStream)
+    assert seen[0][1][0] == "127.0.0.1"
+
+
+def test_handle_stream_keyword(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(handle_stream=echo_line, io_loop=io_loop))
+    port = server.listen(0)
+    assert client_request(io_loop, streams, port, b"kw\n") == b"echo: kw\n"
+
+
+def test_handle_stream_overridden(io_loop: IOLoop, streams: StreamKit) -> None:
+    class EchoServer(TCPServer):
+        handled = 0
+
+        def handle_stream(self, stream: IOStream, address: Any) -> None:
+            EchoServer.handled += 1
+            echo_line(stream, address)
+
+    server = streams.track(EchoServer(io_loop=io_loop))
+    port = server.listen(0)
+    assert client_request(io_loop, streams, port, b"sub\n") == b"echo: sub\n"
+    assert EchoServer.handled == 1
+
+
+def test_handler_sees_client_address(io_loop: IOLoop, streams: StreamKit) -> None:
+    addresses: list[Any] = []
+    local: list[Any] = []
+    got = Waiter(io_loop)
+
+    def handle(stream: IOStream, address: Any) -> None:
+        addresses.append(address)
+        stream.write(b"x", stream.close)
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop))
+    port = server.listen(0)
+    client_sock = streams.track(socket.socket())
+    client = streams.stream(client_sock)
+    client.connect(("127.0.0.1", port), lambda: local.append(client_sock.getsockname()))
+    client.read_until_close(got.callback)
+    assert got.wait() == b"x"
+    assert tuple(addresses[0][:2]) == tuple(local[0][:2])
+
+
+@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback here")
+def test_listen_ipv6(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    port = server.listen(0, "::1")
+    assert port > 0
+    assert client_request(io_loop, streams, port, b"six\n", host="::1") == b"echo: six\n"
+
+
+def test_listen_twice_on_two_ports(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    p1 = server.listen(0)
+    p2 = server.listen(0)
+    assert p1 != p2
+    assert client_request(io_loop, streams, p1, b"1\n") == b"echo: 1\n"
+    assert client_request(io_loop, streams, p2, b"2\n") == b"echo: 2\n"
+
+
+def test_many_pending_connections(io_loop: IOLoop, streams: StreamKit) -> None:
+    n = 200
+    handled: list[Any] = []
+    all_handled = Waiter(io_loop)
+
+    def handle(stream: IOStream, address: Any) -> None:
+        handled.append(address)
+        streams.track(stream)
+        stream.write(b"%d" % len(handled), stream.close)
+        if len(handled) == n:
+            all_handled.done()
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop))
+    port = server.listen(0)
+    clients = []
+    for _ in range(n):
+        s = streams.track(socket.socket())
+        s.setblocking(False)
+        err = s.connect_ex(("127.0.0.1", port))
+        assert err in (0, 115, 36, 10035, 11), err  # 0, EINPROGRESS (Linux/macOS), WSA, EAGAIN
+        clients.append(s)
+    all_handled.wait(timeout=30)
+    assert len(handled) == n
+    assert len({tuple(a[:2]) for a in handled}) == n
+
+
+def test_exception_in_handle_stream_is_logged_and_server_keeps_accepting(
+    io_loop: IOLoop, streams: StreamKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="iostream")
+    exc = RuntimeError("handler bug")
+    calls = [0]
+
+    def handle(stream: IOStream, address: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise exc
+        echo_line(stream, address)
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop))
+    port = server.listen(0)
+    first = streams.stream(streams.track(socket.socket()))
+    first_closed = Waiter(io_loop)
+    first.set_close_callback(first_closed.done)
+    first.connect(("127.0.0.1", port))
+    first.read_until_close(lambda d: None)
+    # The second connection is served even though the first handler raised.
+    assert client_request(io_loop, streams, port, b"again\n") == b"echo: again\n"
+    assert calls[0] == 2
+    assert iostream_errors(caplog, exc), "the handler's exception must be logged"
+
+
+def test_stop_is_idempotent_and_keeps_open_streams(io_loop: IOLoop, streams: StreamKit) -> None:
+    server_streams: list[IOStream] = []
+    accepted = Waiter(io_loop)
+
+    def handle(stream: IOStream, address: Any) -> None:
+        server_streams.append(stream)
+        streams.track(stream)
+        stream.read_bytes(4, lambda data: stream.write(data.upper()))
+        accepted.done()
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop))
+    port = server.listen(0)
+    client = streams.stream(streams.track(socket.socket()))
+    client.connect(("127.0.0.1", port))
+    accepted.wait()
+    server.stop()
+    server.stop()
+    settle(io_loop)
+    # New connections are refused...
+    probe = streams.track(socket.socket())
+    probe.settimeout(10)
+    with pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
+    # ...but the stream accepted before stop() still works.
+    got = Waiter(io_loop)
+    client.write(b"open")
+    client.read_bytes(4, got.callback)
+    assert got.wait() == b"OPEN"
+    assert not server_streams[0].closed()
+
+
+def test_stream_kwargs_reach_the_streams(io_loop: IOLoop, streams: StreamKit) -> None:
+    closed = Waiter(io_loop)
+    errors: list[Any] = []
+
+    def handle(stream: IOStream, address: Any) -> None:
+        streams.track(stream)
+
+        def on_close() -> None:
+            errors.append(stream.error)
+            closed.done()
+
+        stream.set_close_callback(on_close)
+        stream.read_until(b"\n", lambda d: None)
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop, max_buffer_size=4096))
+    port = server.listen(0)
+    client = streams.stream(streams.track(socket.socket()))
+    client.connect(("127.0.0.1", port))
+    client.write(b"z" * 100_000)
+    closed.wait()
+    assert isinstance(errors[0], StreamBufferFullError)
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def _tls_client(streams: StreamKit, tls: TLSFiles, port: int) -> SSLIOStream:
+    client = streams.track(
+        SSLIOStream(socket.socket(), ssl_options=tls.client_context(), io_loop=streams.io_loop)
+    )
+    return client
+
+
+@pytest.mark.parametrize("options", ["context", "dict"])
+def test_tls_server(io_loop: IOLoop, streams: StreamKit, tls: TLSFiles, options: str) -> None:
+    handled: list[Any] = []
+
+    def handle(stream: IOStream, address: Any) -> None:
+        handled.append(stream)
+        streams.track(stream)
+        # Issued at once: may be before the handshake has finished.
+        stream.write(b"greeting\n")
+        stream.read_until(b"\n", lambda line: stream.write(b"echo: " + line, stream.close))
+
+    ssl_options: Any = (
+        tls.server_context()
+        if options == "context"
+        else {"certfile": tls.cert_path, "keyfile": tls.key_path}
+    )
+    server = streams.track(TCPServer(handle, io_loop=io_loop, ssl_options=ssl_options))
+    port = server.listen(0)
+    client = _tls_client(streams, tls, port)
+    connected = Waiter(io_loop)
+    client.connect(("127.0.0.1", port), connected.done, server_hostname="localhost")
+    client.write(b"hello\n")
+    got = Waiter(io_loop)
+    client.read_until_close(got.callback)
+    assert got.wait() == b"greeting\necho: hello\n"
+    assert connected.calls == 1
+    assert isinstance(handled[0], SSLIOStream)
+    assert client.error is None
+
+
+def test_tls_server_survives_plaintext_client(
+    io_loop: IOLoop, streams: StreamKit, tls: TLSFiles
+) -> None:
+    handled: list[IOStream] = []
+    errors: dict[int, Any] = {}
+
+    def handle(stream: IOStream, address: Any) -> None:
+        handled.append(stream)
+        streams.track(stream)
+
+        def on_close() -> None:
+            errors[id(stream)] = stream.error
+
+        stream.set_close_callback(on_close)
+        stream.read_until(b"\n", lambda line: stream.write(b"echo: " + line, stream.close))
+
+    server = streams.track(TCPServer(handle, io_loop=io_loop, ssl_options=tls.server_context()))
+    port = server.listen(0)
+    plain = streams.stream(streams.track(socket.socket()))
+    plain_closed = Waiter(io_loop)
+    plain.set_close_callback(plain_closed.done)
+    plain.connect(("127.0.0.1", port))
+    plain.write(b"GET / HTTP/1.0\r\n\r\n")
+    plain.read_until_close(lambda d: None)
+    plain_closed.wait()
+    n_plain = len(handled)
+    assert n_plain <= 1
+    # A proper TLS client is still served.
+    client = _tls_client(streams, tls, port)
+    client.connect(("127.0.0.1", port), server_hostname="localhost")
+    client.write(b"tls\n")
+    got = Waiter(io_loop)
+    client.read_until_close(got.callback)
+    assert got.wait() == b"echo: tls\n"
+    if n_plain:
+        # handle_stream ran before the handshake: that stream closed with the TLS error.
+        first = handled[0]
+        run_until(io_loop, lambda: id(first) in errors)
+        assert isinstance(errors[id(first)], ssl.SSLError), repr(errors[id(first)])
