@@ -780,7 +780,8 @@ def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("iostream")
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-        logger.propagate = True
     elif not logger.handlers:
+        # A NullHandler keeps logging's last-resort stderr output away
+        # without cutting the logger off from the root (propagate stays on,
+        # so an application or a test that captures logs still sees them).
         logger.addHandler(logging.NullHandler())
-        logger.propagate = False

@@ -248,6 +248,8 @@ class IOLoop:
         thread) is woken through its socket pair. Callbacks added while
         callbacks run, run on the next iteration.
         """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self._callbacks.append((callback, args))
         # Same thread and not sleeping: the loop looks at the queue before it
         # next polls, so no wake-up byte is needed (the common, fast case).
@@ -383,14 +385,18 @@ class IOLoop:
 
             if not self._running:
                 break
+            # `_polling` goes up *before* the queue is looked at: a signal
+            # handler that runs between this line and the poll() below then
+            # writes to the waker, and one that ran before it has already
+            # queued its callback, which the check below sees. Either way
+            # the loop cannot fall asleep on a queued callback.
+            self._polling = True
             if callbacks:
                 timeout: float | None = 0.0
             elif timers:
                 timeout = max(0.0, timers[0][0] - self.time())
             else:
                 timeout = None
-
-            self._polling = True
             try:
                 events = poll(timeout)
             finally:
@@ -412,7 +418,8 @@ class IOLoop:
             app_log.exception("Exception in callback %r", callback)
 
     def _drop_cancelled_timers(self) -> None:
-        self._timers = [entry for entry in self._timers if entry[2].callback is not None]
+        # In place: the running loop holds a reference to this very list.
+        self._timers[:] = [entry for entry in self._timers if entry[2].callback is not None]
         heapq.heapify(self._timers)
         self._cancelled_timers = 0
 

@@ -14,9 +14,12 @@ A stream is one state machine, kept here in one place::
 * ``CLOSED``: final. ``error`` holds what closed it (``None`` for a clean
   close). Buffered data still satisfies reads.
 
-At most one read is pending: a :class:`_PendingRead` object (one subclass
-per kind: until a delimiter, a byte count, until close) that knows how much
-of the buffer it needs.
+At most one read is pending. While it waits for data it is a
+:class:`_PendingRead` object (one subclass per kind: until a delimiter, a
+byte count, until close) that knows how much of the buffer it needs. A read
+that the buffer satisfies when it is issued skips that object: its data is
+taken at once and ``(callback, data)`` waits in ``_completed_read`` for the
+trampoline. Either way the read is pending until its callback has run.
 
 Callbacks never recurse. Everything the stream calls back — read, write,
 connect and close callbacks — runs from one loop, :meth:`IOStream._drain`
@@ -35,6 +38,7 @@ from __future__ import annotations
 import numbers
 import socket
 import ssl
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -289,6 +293,9 @@ class IOStream:
         self._state = _OPEN
         self._read_buffer = ReadBuffer()
         self._pending: _PendingRead | None = None
+        # A read whose data was taken from the buffer at once, waiting for
+        # the trampoline to call it back: it still counts as pending.
+        self._completed_read: tuple[DataCallback, bytes] | None = None
         self._write_buffer = WriteBuffer()
         # Write callbacks, with the total of bytes ever queued when each was
         # added: it runs once that many bytes have been sent.
@@ -347,7 +354,7 @@ class IOStream:
         """
         if type(delimiter) is not bytes or not delimiter or not callable(callback):
             delimiter = _checked_delimiter(delimiter, callback)
-        if self._pending is not None:
+        if self._pending is not None or self._completed_read is not None:
             raise RuntimeError("a read is already pending on this stream")
         if max_bytes is None:
             if self._read_buffer.size:
@@ -355,7 +362,7 @@ class IOStream:
                 # take the data now, call back from the trampoline.
                 data = self._read_buffer.take_through(delimiter, 0)
                 if data is not None:
-                    self._ready.append((callback, (data,)))
+                    self._completed_read = (callback, data)
                     if not self._draining:
                         self._schedule_drain()
                     return
@@ -452,7 +459,7 @@ class IOStream:
         elif not self._draining:
             self._update_events()
 
-    def close(self, exc_info: BaseException | bool | None = None) -> None:
+    def close(self, exc_info: BaseException | bool | tuple[Any, ...] | None = None) -> None:
         """Close the stream and its socket. Idempotent.
 
         *exc_info*: an exception to record as ``error`` (``True``: the one
@@ -462,9 +469,9 @@ class IOStream:
         if self._state == _CLOSED:
             return
         if exc_info is True:
-            import sys
-
             exc_info = sys.exc_info()[1]
+        elif isinstance(exc_info, tuple):  # Tornado's (type, value, traceback)
+            exc_info = exc_info[1]
         if isinstance(exc_info, BaseException) and self.error is None:
             self.error = exc_info
         self._state = _CLOSED
@@ -487,7 +494,7 @@ class IOStream:
 
     def reading(self) -> bool:
         """True while a read is pending."""
-        return self._pending is not None
+        return self._pending is not None or self._completed_read is not None
 
     def writing(self) -> bool:
         """True while written bytes wait to be sent."""
@@ -516,7 +523,7 @@ class IOStream:
     # -- reads --------------------------------------------------------------
 
     def _start_read(self, read: _PendingRead) -> None:
-        if self._pending is not None:
+        if self._pending is not None or self._completed_read is not None:
             raise RuntimeError("a read is already pending on this stream")
         if self._draining:
             # Inside a stream callback: the trampoline takes it from here.
@@ -530,7 +537,7 @@ class IOStream:
                 data = None
             if data is None:
                 raise StreamClosedError(real_error=self.error)
-            self._ready.append((read.callback, (data,)))
+            self._completed_read = (read.callback, data)
             self._schedule_drain()
             return
         self._pending = read
@@ -596,6 +603,14 @@ class IOStream:
         buffer = self._read_buffer
         try:
             while True:
+                completed = self._completed_read
+                if completed is not None:
+                    self._completed_read = None
+                    try:
+                        completed[0](completed[1])
+                    except Exception as exc:
+                        self._callback_failed(completed[0], exc)
+                    continue
                 read = self._pending
                 if read is not None:
                     if read.streaming_callback is not None and self._stream_step(read):
@@ -614,6 +629,10 @@ class IOStream:
                         except Exception as exc:
                             self._callback_failed(callback, exc)
                         continue
+                    if self._state is _CLOSED:
+                        # Nothing more will arrive: this read never completes.
+                        # (The close callback tells the caller.)
+                        self._pending = None
                 if ready:
                     callback, args = ready.popleft()
                     try:
@@ -986,7 +1005,11 @@ class SSLIOStream(IOStream):
             self._handle_read(READ)
 
     def _send_now(self, data: bytes | memoryview, size: int) -> bytes | memoryview | None:
-        return data  # always through the buffer: retries must resend the same bytes
+        # Always through the write buffer: after want-write, OpenSSL must be
+        # handed the very same bytes again, and the buffer guarantees that.
+        self._write_buffer.append(data)
+        self._handle_write()
+        return None
 
     def _wanted_events(self) -> int:
         events = super()._wanted_events()

@@ -19,6 +19,7 @@ import random
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,9 +57,9 @@ KiB = 1024
 MiB = 1024 * 1024
 
 
-def collect_close(stream: IOStream, waiter: Waiter | None = None) -> list[str]:
+def collect_close(stream: IOStream, waiter: Waiter | None = None) -> list[Any]:
     """Set a close callback that records "close" (and signals *waiter*)."""
-    events: list[str] = []
+    events: list[Any] = []
 
     def on_close() -> None:
         events.append("close")
@@ -210,7 +211,12 @@ def test_refused_connect_with_pending_read_and_write(io_loop: IOLoop, streams: S
 def test_read_until_includes_delimiter(io_loop: IOLoop, streams: StreamKit) -> None:
     a, b = streams.pair()
     w = Waiter(io_loop, 2)
-    a.read_until(b"\r\n", lambda d: (w.done(d), a.read_until(b"\r\n", w.done)))
+
+    def first(data: bytes) -> None:
+        w.done(data)
+        a.read_until(b"\r\n", w.done)
+
+    a.read_until(b"\r\n", first)
     b.write(b"hello\r\nworld\r\nrest")
     w.wait()
     assert w.values == [b"hello\r\n", b"world\r\n"]
@@ -265,10 +271,12 @@ def test_read_until_delimiter_split_across_sends(io_loop: IOLoop, streams: Strea
 def test_read_until_overlapping_partial_matches(
     io_loop: IOLoop, streams: StreamKit, delimiter: bytes, data: bytes, expected: bytes
 ) -> None:
-    a, b = streams.pair(client_kwargs={"read_chunk_size": 1})
+    a, peer = streams.stream_and_peer(read_chunk_size=1)
     got = Waiter(io_loop)
     a.read_until(delimiter, got.callback)
-    b.write(data)
+    for i in range(len(data)):  # one byte per loop wake-up: one search per byte
+        peer.sendall(data[i : i + 1])
+        spin(io_loop, 2)
     assert got.wait() == expected
 
 
@@ -318,7 +326,12 @@ def test_read_until_data_already_buffered(io_loop: IOLoop, streams: StreamKit) -
 def test_read_until_property(
     io_loop: IOLoop, delimiter: bytes, pieces: list[bytes], chunk: int
 ) -> None:
-    """Any data, any chunking: read_until splits exactly like bytes.find does."""
+    """Any data, any arrival pattern: read_until splits exactly like bytes.find does.
+
+    Each piece is sent on its own and the loop runs between sends, so the
+    stream searches once per piece: a delimiter straddling two pieces must be
+    found (the search resumes before the end of what was already scanned).
+    """
     data = b"".join(pieces)
     expected: list[bytes] = []
     pos = 0
@@ -333,8 +346,6 @@ def test_read_until_property(
     a = IOStream(c, io_loop=io_loop, read_chunk_size=chunk)
     try:
         s.setblocking(True)
-        s.sendall(data)
-        s.close()
         got: list[bytes] = []
         done = Waiter(io_loop)
 
@@ -349,6 +360,10 @@ def test_read_until_property(
             next_read()
 
         next_read()
+        for piece in pieces:
+            s.sendall(piece)
+            spin(io_loop, 2)
+        s.close()
         tail = done.wait()
         assert got == expected
         assert tail == rest
@@ -363,9 +378,16 @@ def test_read_until_property(
 def test_read_bytes_exact_sizes(io_loop: IOLoop, streams: StreamKit) -> None:
     a, b = streams.pair()
     w = Waiter(io_loop, 3)
-    a.read_bytes(
-        3, lambda d: (w.done(d), a.read_bytes(1, lambda d2: (w.done(d2), a.read_bytes(6, w.done))))
-    )
+
+    def second(data: bytes) -> None:
+        w.done(data)
+        a.read_bytes(6, w.done)
+
+    def first(data: bytes) -> None:
+        w.done(data)
+        a.read_bytes(1, second)
+
+    a.read_bytes(3, first)
     b.write(b"abcdefghijKLM")
     w.wait()
     assert w.values == [b"abc", b"d", b"efghij"]
@@ -578,11 +600,12 @@ def test_read_until_close_after_an_unsatisfied_read_was_pending(
 def test_read_and_write_on_closed_stream_raise(io_loop: IOLoop, streams: StreamKit) -> None:
     a, _ = streams.pair()
     a.close()
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: a.read_bytes(1, lambda d: None),
         lambda: a.read_until(b"\n", lambda d: None),
         lambda: a.write(b"x"),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(StreamClosedError) as info:
             call()
         assert isinstance(info.value, OSError)
@@ -672,6 +695,87 @@ def test_second_read_while_pending_raises(
     # The first read still completes normally.
     b.write(b"12345\n", b.close)
     assert w.wait() in (b"12345\n", b"12345")
+
+
+@pytest.mark.parametrize("first", ["read_until", "read_bytes", "read_until_max_bytes"])
+def test_second_read_while_first_is_satisfied_from_buffer_raises(
+    io_loop: IOLoop, streams: StreamKit, first: str
+) -> None:
+    """A read satisfied by buffered data is pending until its callback has run."""
+    a, peer = streams.stream_and_peer()
+    primer = Waiter(io_loop)
+    a.read_bytes(1, primer.callback)
+    peer.sendall(b"-one\ntwo\n")
+    primer.wait()
+    spin(io_loop)  # "one\ntwo\n" is buffered now
+    w = Waiter(io_loop)
+    if first == "read_until":
+        a.read_until(b"\n", w.callback)
+    elif first == "read_bytes":
+        a.read_bytes(4, w.callback)
+    else:
+        a.read_until(b"\n", w.callback, max_bytes=100)
+    problems: list[str] = []
+    if w.calls == 0:
+        # Its callback has not run yet: the read is still pending.
+        if not a.reading():
+            problems.append("reading() is False while the read's callback is due")
+        try:
+            a.read_until(b"\n", lambda d: None)
+        except RuntimeError:
+            pass
+        else:
+            problems.append("a second read was accepted while the first was pending")
+    assert problems == []
+    assert w.wait() == b"one\n"
+    w2 = Waiter(io_loop)
+    a.read_until(b"\n", w2.callback)
+    assert w2.wait() == b"two\n", "the refused read must not have consumed anything"
+
+
+def test_peer_half_close_is_eof(io_loop: IOLoop, streams: StreamKit) -> None:
+    """shutdown(SHUT_WR) by the peer is an EOF: the stream delivers, then closes."""
+    a, peer = streams.stream_and_peer()
+    closed = Waiter(io_loop)
+    events = collect_close(a, closed)
+    a.read_until_close(events.append)
+    peer.sendall(b"last words")
+    peer.shutdown(socket.SHUT_WR)
+    closed.wait()
+    assert events == [b"last words", "close"]
+    assert a.error is None
+    with pytest.raises(StreamClosedError):
+        a.write(b"x")
+
+
+def test_read_from_close_callback_gets_buffered_data(io_loop: IOLoop, streams: StreamKit) -> None:
+    a, peer = streams.stream_and_peer()
+    got = Waiter(io_loop)
+
+    def on_close() -> None:
+        a.read_bytes(5, got.callback)
+
+    a.set_close_callback(on_close)
+    peer.sendall(b"bytes")
+    peer.close()
+    assert got.wait() == b"bytes"
+
+
+def test_write_callback_not_run_when_peer_goes_away(io_loop: IOLoop, streams: StreamKit) -> None:
+    a, b = streams.pair()
+    calls: list[str] = []
+    closed = Waiter(io_loop)
+    collect_close(a, closed)
+    a.read_until_close(lambda d: None)
+    a.write(b"w" * (32 * MiB), lambda: calls.append("write"))
+    spin(io_loop)
+    b.close()
+    closed.wait()
+    settle(io_loop)
+    assert calls == [], "32 MiB could not all be sent: its callback must not run"
+    assert a.closed()
+    with pytest.raises(StreamClosedError):
+        a.write(b"more")
 
 
 # ---------------------------------------------------------------- limits
@@ -956,6 +1060,31 @@ def test_32mib_each_way_random_write_sizes(io_loop: IOLoop, streams: StreamKit) 
 # ---------------------------------------------------------------- long chains
 
 
+def test_100k_writes_chained_from_write_callbacks(io_loop: IOLoop, streams: StreamKit) -> None:
+    n = 100_000
+    a, b = streams.pair()
+    count = [0]
+    depths: dict[int, int] = {}
+    done = Waiter(io_loop)
+
+    def on_written() -> None:
+        count[0] += 1
+        if count[0] in (10, n // 2, n):
+            depths[count[0]] = frame_depth()
+        if count[0] == n:
+            done.done("writes")
+        else:
+            a.write(b"%07d" % count[0], on_written)
+
+    received = Waiter(io_loop)
+    b.read_bytes(7 * n, received.callback)
+    a.write(b"%07d" % 0, on_written)
+    done.wait(timeout=60)
+    assert count[0] == n
+    assert received.wait() == b"".join(b"%07d" % i for i in range(n))
+    assert max(depths.values()) - min(depths.values()) < 30, depths
+
+
 @pytest.mark.parametrize("method", ["read_until", "read_bytes"])
 def test_200k_reads_chained_on_buffered_data_do_not_grow_the_stack(
     io_loop: IOLoop, streams: StreamKit, method: str
@@ -994,6 +1123,44 @@ def test_200k_reads_chained_on_buffered_data_do_not_grow_the_stack(
     assert done.wait(timeout=60) == "ok"
     assert count[0] == n
     assert depths[10] == depths[1000] == depths[100_000] == depths[n], depths
+
+
+@pytest.mark.slow
+def test_a_million_reads_chained_on_buffered_data(io_loop: IOLoop, streams: StreamKit) -> None:
+    """SPEC's own number: a million reads chained from callbacks on buffered data."""
+    n = 1_000_000
+    a, peer = streams.stream_and_peer()
+    closed = Waiter(io_loop)
+    collect_close(a, closed)
+    blob = b"z\n" * n
+
+    def send_all() -> None:
+        peer.sendall(blob)
+        peer.close()
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    closed.wait(timeout=60)
+    sender.join(timeout=60)
+    assert a.error is None
+    count = [0]
+    depths: list[int] = []
+    done = Waiter(io_loop)
+
+    def on_read(data: bytes) -> None:
+        count[0] += 1
+        if count[0] in (10, n // 2, n):
+            depths.append(frame_depth())
+        if count[0] == n:
+            done.done("ok")
+        elif data == b"z\n":
+            a.read_until(b"\n", on_read)
+        else:
+            done.done(("bad data", data))
+
+    io_loop.add_callback(lambda: a.read_until(b"\n", on_read))
+    assert done.wait(timeout=120) == "ok"
+    assert len(set(depths)) == 1, depths
 
 
 def test_200k_reads_chained_while_data_arrives(io_loop: IOLoop, streams: StreamKit) -> None:

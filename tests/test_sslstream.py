@@ -24,6 +24,7 @@ from _stream_helpers import (  # noqa: F401  (fixtures)
     accept_on_loop,
     closed_port,
     settle,
+    spin,
     streams_fixture,
     tls_fixture,
 )
@@ -147,18 +148,22 @@ def test_wrong_host_name(io_loop: IOLoop, streams: StreamKit, tls: TLSFiles) -> 
         tls, server_hostname="wrong.example", connect_callback=lambda: calls.append("connect")
     )
     events = watch_close(client, closed)
+    client.write(b"never sent", lambda: calls.append("write"))
     watch_close(server, server_closed)
     server.read_bytes(1, lambda d: None)
     closed.wait()
     server_closed.wait()
     settle(io_loop)
-    assert calls == [], "connect callback must not run after a failed handshake"
+    assert calls == [], "neither connect nor write callback may run after a failed handshake"
     assert events == ["close"]
     assert client.closed()
     assert isinstance(client.error, ssl.SSLCertVerificationError), repr(client.error)
     assert isinstance(client.error, ssl.SSLError)
     with pytest.raises(StreamClosedError):
         client.write(b"x")
+    # The server's handshake failed too (the client's alert): an SSLError as well.
+    assert server.closed()
+    assert isinstance(server.error, ssl.SSLError), repr(server.error)
 
 
 def test_untrusted_ca(io_loop: IOLoop, streams: StreamKit, tls: TLSFiles) -> None:
@@ -377,7 +382,12 @@ def test_writes_issued_before_handshake_completes(
     )
     client.write(b"early client data;")
     w = Waiter(io_loop, 2)
-    client.read_bytes(len(b"early server data;"), lambda d: (order.append("read"), w.done(d)))
+
+    def on_read(data: bytes) -> None:
+        order.append("read")
+        w.done(data)
+
+    client.read_bytes(len(b"early server data;"), on_read)
     conn = streams.track(accept_on_loop(io_loop, listener))
     server = streams.track(
         SSLIOStream(conn, ssl_options=tls.server_context(), server_side=True, io_loop=io_loop)
@@ -486,3 +496,101 @@ def test_peer_close_is_noticed(io_loop: IOLoop, streams: StreamKit, tls: TLSFile
     settle(io_loop)
     assert events == ["close"]
     assert server.closed()
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [
+        "read_bytes",
+        "read_until",
+        "streaming",
+        "chained_read_bytes",
+        "chained_read_bytes_1",
+        "chained_read_until",
+    ],
+)
+def test_plaintext_held_inside_the_tls_layer_is_read(
+    io_loop: IOLoop, streams: StreamKit, tls: TLSFiles, reader: str
+) -> None:
+    """Small read chunks leave decrypted bytes inside OpenSSL, where no poller sees them.
+
+    The socket is then not readable again (the peer sends nothing more and
+    stays open), so a stream that waits for the poller instead of draining
+    the TLS layer stalls here.
+    """
+    data = random.Random(21).randbytes(200 * KiB).replace(b"\n", b"_") + b"\n"
+    # One byte per recv for the "_1" variant: one TLS record takes thousands.
+    chunk = 1 if reader == "chained_read_bytes_1" else 1024
+    client, server = streams.ssl_pair(tls, client_kwargs={"read_chunk_size": chunk})
+    got = Waiter(io_loop)
+    if reader == "read_bytes":
+        client.read_bytes(len(data), got.callback)
+    elif reader == "read_until":
+        client.read_until(b"\n", got.callback)
+    elif reader == "streaming":
+        parts: list[bytes] = []
+        client.read_bytes(
+            len(data),
+            lambda last: got.done(b"".join(parts) + last),
+            streaming_callback=parts.append,
+        )
+    else:
+        # Many small reads, each issued from the previous one's callback.
+        received = bytearray()
+        if reader == "chained_read_until":
+            data = b"".join(b"%05d:%s\n" % (i, b"x" * (i % 300)) for i in range(2000))
+        step = 1 if reader == "chained_read_bytes_1" else 1000
+        if step == 1:
+            data = data[: 8 * KiB]  # one byte per read: a record is thousands of reads
+
+        def on_piece(piece: bytes) -> None:
+            received.extend(piece)
+            if len(received) >= len(data):
+                got.done(bytes(received))
+            elif reader != "chained_read_until":
+                client.read_bytes(min(step, len(data) - len(received)), on_piece)
+            else:
+                client.read_until(b"\n", on_piece)
+
+        if reader != "chained_read_until":
+            client.read_bytes(step, on_piece)
+        else:
+            client.read_until(b"\n", on_piece)
+    server.write(data)
+    assert got.wait() == data
+    assert not client.closed()
+
+
+def test_tls_writer_blocked_by_a_slow_reader(
+    io_loop: IOLoop, streams: StreamKit, tls: TLSFiles
+) -> None:
+    """want-write in the middle of a TLS write, with more writes queued behind it."""
+    size = 24 * MiB
+    data = random.Random(77).randbytes(size)
+    connected = Waiter(io_loop)
+    client, server = streams.ssl_pair(tls, connect_callback=connected.done)
+    server.read_bytes(1, lambda d: None)
+    client.write(b"!")
+    connected.wait()
+    rng = random.Random(78)
+    view = memoryview(data)
+    off = 0
+    written = Waiter(io_loop)
+    while off < size // 2:
+        n = rng.randint(1, 256 * KiB)
+        client.write(view[off : off + n])
+        off += n
+    # Let the writer fill every buffer and block on want-write.
+    for _ in range(20):
+        spin(io_loop, 5)
+    assert client.writing(), "the writer should be blocked: the reader does not read"
+    while off < size:  # more writes queued behind the blocked one
+        n = min(rng.randint(1, 256 * KiB), size - off)
+        client.write(view[off : off + n])
+        off += n
+    client.write(b"", written.done)
+    got = Waiter(io_loop)
+    server.read_bytes(size, got.callback)
+    assert hashlib.sha256(got.wait(timeout=60)).digest() == hashlib.sha256(data).digest()
+    written.wait()
+    assert client.error is None and server.error is None

@@ -135,6 +135,16 @@ def test_listen_twice_on_two_ports(io_loop: IOLoop, streams: StreamKit) -> None:
     assert client_request(io_loop, streams, p2, b"2\n") == b"echo: 2\n"
 
 
+def test_listen_on_a_port_in_use_raises(io_loop: IOLoop, streams: StreamKit) -> None:
+    taken = streams.listener()
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    server.stop()  # before any listen(): a no-op
+    with pytest.raises(OSError):
+        server.listen(taken.getsockname()[1])
+    port = server.listen(0)  # the failure left the server usable
+    assert client_request(io_loop, streams, port, b"ok\n") == b"echo: ok\n"
+
+
 def test_many_pending_connections(io_loop: IOLoop, streams: StreamKit) -> None:
     n = 200
     handled: list[Any] = []

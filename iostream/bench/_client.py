@@ -67,11 +67,13 @@ class _Events:
             self.close = selector.close
 
 
-def _exchange(conns: list[_Conn], seconds: float | None, limit: float) -> tuple[int, float]:
+def _exchange(conns: list[_Conn], seconds: float | None, limit: float) -> tuple[int, float, float]:
     """Ping-pong on *conns*: one round trip each if *seconds* is None, else for *seconds*.
 
-    Return the round trips completed and the time they took. The single
-    round trips must all be done within *limit* seconds.
+    Return the round trips completed, the time they took and the share of a
+    core this client used meanwhile (near 1.0: the client, not the server,
+    set the pace). The single round trips must all be done within *limit*
+    seconds.
     """
     template = echo_template()
     by_fd = {conn.sock.fileno(): conn for conn in conns}
@@ -79,6 +81,7 @@ def _exchange(conns: list[_Conn], seconds: float | None, limit: float) -> tuple[
     for conn in conns:
         _send_next(conn, template)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     stop_at = started + (seconds if seconds is not None else limit)
     waiting = len(conns)
     count = 0
@@ -101,14 +104,17 @@ def _exchange(conns: list[_Conn], seconds: float | None, limit: float) -> tuple[
                     conn.partial = data
                     continue
                 if data != conn.expected:
-                    raise ClientError(f"connection {conn.ident}, line {conn.seq}: "
-                                      f"echo {data[:80]!r} is not the line sent")
+                    raise ClientError(
+                        f"connection {conn.ident}, line {conn.seq}: "
+                        f"echo {data[:80]!r} is not the line sent"
+                    )
                 count += 1
                 if seconds is None:
                     waiting -= 1
                 else:
                     _send_next(conn, template)
-        return count, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        return count, elapsed, (time.process_time() - cpu_started) / elapsed
     finally:
         events.close()
 
@@ -125,8 +131,9 @@ def _open(port: int, count: int, first_ident: int, deadline: float) -> list[_Con
     for start in range(0, count, BATCH):
         batch = []
         for ident in range(first_ident + start, first_ident + min(count, start + BATCH)):
-            sock = socket.create_connection(("127.0.0.1", port),
-                                            timeout=max(1.0, deadline - time.monotonic()))
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=max(1.0, deadline - time.monotonic())
+            )
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             batch.append(_Conn(sock, ident))
@@ -135,8 +142,9 @@ def _open(port: int, count: int, first_ident: int, deadline: float) -> list[_Con
     return conns
 
 
-def run(port: int, active: int, idle: int, seconds: float, hold: bool,
-        timeout: float) -> dict[str, float]:
+def run(
+    port: int, active: int, idle: int, seconds: float, hold: bool, timeout: float
+) -> dict[str, float]:
     """Run the client; return ``round_trips``, ``seconds`` and the connection counts."""
     limit = raise_nofile()
     if active + idle + 64 > limit:
@@ -146,8 +154,8 @@ def run(port: int, active: int, idle: int, seconds: float, hold: bool,
     try:
         result: dict[str, float] = {"active": active, "idle": idle}
         if seconds > 0 and active:
-            count, elapsed = _exchange(conns[idle:], seconds, seconds)
-            result.update(round_trips=count, seconds=elapsed)
+            count, elapsed, cpu = _exchange(conns[idle:], seconds, seconds)
+            result.update(round_trips=count, seconds=elapsed, client_cpu=cpu)
         if hold:
             emit("HELD", {"connections": len(conns)})
             sys.stdin.read()

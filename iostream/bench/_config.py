@@ -116,8 +116,9 @@ class Metric:
 def metrics_for(workload: str, sizes: Sizes) -> list[Metric]:
     """Return the rows that *workload* produces at *sizes*."""
     if workload == "bulk":
-        return [Metric("bulk", f"bulk {human_size(sizes.bulk_bytes)}, read_bytes(65536)",
-                       "MiB/s", True)]
+        return [
+            Metric("bulk", f"bulk {human_size(sizes.bulk_bytes)}, read_bytes(65536)", "MiB/s", True)
+        ]
     if workload == "lines":
         return [Metric("lines", f"lines {sizes.lines:,} x 100 B, read_until", "lines/s", True)]
     if workload == "bigmsg":
@@ -128,13 +129,14 @@ def metrics_for(workload: str, sizes: Sizes) -> list[Metric]:
     if workload == "echo":
         return [Metric("echo", f"echo {sizes.echo_conns} conns x 64 B", "round trips/s", True)]
     if workload == "idle":
-        return [Metric(f"idle-{n}", f"idle {n:,} + 1 active", "round trips/s", True)
-                for n in sizes.idle_counts]
+        return [
+            Metric(f"idle-{n}", f"idle {n:,} + 1 active", "round trips/s", True)
+            for n in sizes.idle_counts
+        ]
     if workload == "tls-bulk":
         return [Metric("tls-bulk", f"tls-bulk {human_size(sizes.tls_bytes)}", "MiB/s", True)]
     if workload == "memory":
-        return [Metric("memory", f"memory, {sizes.memory_conns:,} idle conns",
-                       "KiB/conn", False)]
+        return [Metric("memory", f"memory, {sizes.memory_conns:,} idle conns", "KiB/conn", False)]
     raise ValueError(f"workload: expected one of {', '.join(WORKLOADS)}, got {workload!r}")
 
 

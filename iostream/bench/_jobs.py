@@ -56,9 +56,11 @@ def phases_for(workload: str, sizes: Sizes) -> list[PhaseSpec]:
     if workload == "lines":
         return [hello, PhaseSpec("lines", b"1", True, LINE, sizes.lines)]
     if workload == "bigmsg":
-        return [hello,
-                PhaseSpec("bigmsg-bytes", b"1", False, sizes.big_bytes, 1),
-                PhaseSpec("bigmsg-until", b"2", True, sizes.big_until, 1)]
+        return [
+            hello,
+            PhaseSpec("bigmsg-bytes", b"1", False, sizes.big_bytes, 1),
+            PhaseSpec("bigmsg-until", b"2", True, sizes.big_until, 1),
+        ]
     raise ValueError(f"workload: expected a one-way workload, got {workload!r}")
 
 
@@ -154,8 +156,9 @@ def _rounds(count: int, until: bool) -> list[int]:
     return [_payload.LINE_BATCH] * full + ([rest] if rest else [])
 
 
-def read_phases(specs: list[PhaseSpec], keeps_delimiter: bool,
-                cache_dir: str | None) -> tuple[list[ReadPhase], list[Clock]]:
+def read_phases(
+    specs: list[PhaseSpec], keeps_delimiter: bool, cache_dir: str | None
+) -> tuple[list[ReadPhase], list[Clock]]:
     """Build the adapter's phases and the clocks that time them, sinks made up front."""
     phases: list[ReadPhase] = []
     clocks: list[Clock] = []
@@ -168,8 +171,17 @@ def read_phases(specs: list[PhaseSpec], keeps_delimiter: bool,
         for index, count in enumerate(rounds):
             last = index == len(rounds) - 1
             end = _round_end(sink, clock, last)
-            phases.append(ReadPhase(spec.go if index == 0 else b"", spec.until, spec.size,
-                                    count, feed, clock.begin, end))
+            phases.append(
+                ReadPhase(
+                    spec.go if index == 0 else b"",
+                    spec.until,
+                    spec.size,
+                    count,
+                    feed,
+                    clock.begin,
+                    end,
+                )
+            )
     return phases, clocks
 
 

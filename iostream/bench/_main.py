@@ -30,21 +30,44 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m iostream bench``."""
     parser = argparse.ArgumentParser(
         prog="python -m iostream bench",
-        description="Benchmark iostream against asyncio, Tornado and uvloop on loopback.")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes and one repetition (about a minute)")
-    parser.add_argument("--poller", metavar="NAME|all",
-                        help="iostream poller(s): a name, or 'all' (default: the best one; "
-                             "the idle workload uses every poller unless this is given)")
-    parser.add_argument("--peers", nargs="+", metavar="PEER",
-                        help=f"peers to run (default: {' '.join(DEFAULT_PEERS)}; also: corrupt, "
-                             "the harness self-test)")
-    parser.add_argument("--workloads", nargs="+", metavar="NAME",
-                        help=f"workloads to run (default: all of {' '.join(WORKLOADS)})")
-    parser.add_argument("--repeat", type=int, metavar="N",
-                        help="repetitions per measurement (default: 3, or 1 with --quick)")
+        description="Benchmark iostream against asyncio, Tornado and uvloop on loopback.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and one repetition (about a minute)"
+    )
+    parser.add_argument(
+        "--poller",
+        metavar="NAME|all",
+        help="iostream poller(s): a name, or 'all' (default: the best one; "
+        "the idle workload uses every poller unless this is given)",
+    )
+    parser.add_argument(
+        "--peers",
+        nargs="+",
+        metavar="PEER",
+        help=f"peers to run (default: {' '.join(DEFAULT_PEERS)}; also: corrupt, "
+        "the harness self-test)",
+    )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        metavar="NAME",
+        help=f"workloads to run (default: all of {' '.join(WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="repetitions per measurement (default: 3, or 1 with --quick)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to a file")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="save a cProfile of each peer-side process in DIR (slows the peers: "
+        "the numbers of a profiled run are not comparable)",
+    )
     return parser
 
 
@@ -69,8 +92,9 @@ def _variants(peers: list[str], option: str | None, workload: str) -> list[Varia
     return variants
 
 
-def plan(peers: list[str], workloads: list[str], option: str | None,
-         sizes: Sizes) -> tuple[list[Job], list[str]]:
+def plan(
+    peers: list[str], workloads: list[str], option: str | None, sizes: Sizes
+) -> tuple[list[Job], list[str]]:
     """Return the jobs in running order (repetitions interleaved) and the skip notes."""
     jobs: list[Job] = []
     notes: list[str] = []
@@ -92,8 +116,7 @@ def _choose_peers(args: argparse.Namespace, notes: list[str]) -> list[str]:
     peers = _split(args.peers) or list(DEFAULT_PEERS)
     unknown = [name for name in peers if name not in PEERS]
     if unknown:
-        raise SystemExit(f"bench: unknown peer(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(PEERS)}")
+        raise SystemExit(f"bench: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
     usable = []
     for name in peers:
         reason = PEERS[name].unavailable()
@@ -108,8 +131,9 @@ def _choose_workloads(args: argparse.Namespace) -> list[str]:
     workloads = _split(args.workloads) or list(WORKLOADS)
     unknown = [name for name in workloads if name not in WORKLOADS]
     if unknown:
-        raise SystemExit(f"bench: unknown workload(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(WORKLOADS)}")
+        raise SystemExit(
+            f"bench: unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}"
+        )
     return [name for name in WORKLOADS if name in workloads]
 
 
@@ -154,17 +178,29 @@ def main(argv: list[str] | None = None) -> int:
     notes += skips
     if BASELINE not in peers:
         notes.append(f"no ratios: the baseline {BASELINE} is not among the peers")
-    labels = list(dict.fromkeys(job.variant.label for job in jobs))
+    labels = _columns(jobs, peers)
     primary = next((label for label in labels if label.startswith("iostream-")), None)
     report = _report.Report(
         metrics=[metric for workload in workloads for metric in metrics_for(workload, sizes)],
-        labels=labels, primary=_primary(labels, primary), notes=notes,
+        labels=labels,
+        primary=_primary(labels, primary),
+        notes=notes,
         machine=_report.machine_info(),
-        config={"mode": "quick" if args.quick else "full", "repeat": sizes.repeat,
-                "sizes": sizes.to_json(), "peers": peers, "workloads": workloads,
-                "poller": args.poller})
+        config={
+            "mode": "quick" if args.quick else "full",
+            "repeat": sizes.repeat,
+            "sizes": sizes.to_json(),
+            "peers": peers,
+            "workloads": workloads,
+            "poller": args.poller,
+        },
+    )
     with tempfile.TemporaryDirectory(prefix="iostream-bench-") as workdir:
         ctx = _context(workloads, sizes, Path(workdir), notes)
+        if args.profile:
+            ctx.profile_dir = Path(args.profile)
+            ctx.profile_dir.mkdir(parents=True, exist_ok=True)
+            notes.append(f"profiled run (cProfile, saved in {args.profile}): not comparable")
         jobs = [job for job in jobs if job.workload in workloads]
         _run_all(jobs, ctx, report)
     _report.finish_machine(report)
@@ -173,9 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")
     if args.json:
-        Path(args.json).write_text(json.dumps(_report.to_json(report), indent=2) + "\n",
-                                   encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps(_report.to_json(report), indent=2) + "\n", encoding="utf-8"
+        )
     return 1 if report.failed else 0
+
+
+def _columns(jobs: list[Job], peers: list[str]) -> list[str]:
+    """The table's columns: in ``--peers`` order, iostream's pollers side by side."""
+    order = {
+        variant.label: (peers.index(variant.peer), index)
+        for index, variant in enumerate(dict.fromkeys(job.variant for job in jobs))
+    }
+    return sorted(order, key=order.__getitem__)
 
 
 def _primary(labels: list[str], first: str | None) -> str | None:

@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
+
 from iostream.bench._config import BLOCK, ECHO_LINE, LINE
 
 _POOL_SPAN = 4096
@@ -67,8 +68,11 @@ def block_ok(data: bytes, seq: int) -> bool:
     if len(data) != BLOCK:
         return False
     mark = seq.to_bytes(8, "little")
-    return (data.startswith(mark) and data.startswith(mark, BLOCK - 8)
-            and data.startswith(_body(seq), 8))
+    return (
+        data.startswith(mark)
+        and data.startswith(mark, BLOCK - 8)
+        and data.startswith(_body(seq), 8)
+    )
 
 
 def lines(first: int, count: int) -> bytes:

@@ -27,14 +27,18 @@ class Worker:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE_ROOT,
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE_ROOT, env.get("PYTHONPATH")]))
         self.role = str(spec["role"])
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        # Closed in finish(); a file, not a pipe, so a chatty worker cannot block.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "iostream.bench._worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            text=True, env=env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+        )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -52,8 +56,10 @@ class Worker:
             except queue.Empty:
                 raise RunFailed(f"{self.role}: no {tag} within {timeout:.0f} s") from None
             if line is None:
-                raise RunFailed(f"{self.role} exited (status {self._proc.wait()}) "
-                                f"before {tag}: {self.stderr_tail()}")
+                raise RunFailed(
+                    f"{self.role} exited (status {self._proc.wait()}) "
+                    f"before {tag}: {self.stderr_tail()}"
+                )
             got, payload = parse_message(line)
             if got == tag:
                 return payload

@@ -13,6 +13,12 @@ from typing import Any
 from iostream.bench._config import BASELINE, TARGETS, Metric
 from iostream.bench._runner import Outcome
 
+#: The multiplication sign (U+00D7) after each ratio.
+TIMES = "\u00d7"
+
+#: Above this share of a core, the shared sender or client is the bottleneck.
+SATURATED = 0.9
+
 
 @dataclass
 class Cell:
@@ -39,6 +45,7 @@ class Report:
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     extras: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    saturated: dict[tuple[str, str, str], float] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -52,8 +59,34 @@ class Report:
             else:
                 cell.samples.append(outcome.values[key])
         if outcome.extra:
-            self.extras.append({"label": label, "workload": outcome.job.workload,
-                                **outcome.extra})
+            self.extras.append(
+                {
+                    "label": label,
+                    "workload": outcome.job.workload,
+                    "rep": outcome.job.rep,
+                    **outcome.extra,
+                }
+            )
+            self._note_saturation(outcome, label)
+
+    def _note_saturation(self, outcome: Outcome, label: str) -> None:
+        """Remember when the shared sender or client, not the peer, set the pace."""
+        for side in ("sender", "client"):
+            share = outcome.extra.get(f"{side}_cpu")
+            if share is not None and share >= SATURATED:
+                what = outcome.job.metric_keys[-1]
+                key = (label, what, side)
+                self.saturated[key] = max(share, self.saturated.get(key, 0.0))
+
+    def all_notes(self) -> list[str]:
+        """The notes, with one for each peer and workload where the shared side saturated."""
+        notes = list(self.notes)
+        for (label, what, side), share in sorted(self.saturated.items()):
+            notes.append(
+                f"{label}, {what}: the shared {side} was busy up to {share:.0%} "
+                "of the time, so this number may be a floor"
+            )
+        return notes
 
     @property
     def failed(self) -> bool:
@@ -78,14 +111,18 @@ def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
-            names = [line.split(":", 1)[1].strip() for line in info
-                     if line.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
     return {
-        "nproc": os.cpu_count(), "cpu": cpu, "system": platform.system(),
-        "kernel": platform.release(), "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "system": platform.system(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_start": _loadavg(),
@@ -122,20 +159,32 @@ def _cell_text(report: Report, metric: Metric, label: str) -> str:
     if value is None:
         return "—"
     ratio = report.ratio(metric, label)
-    return _format(value, metric) + (f" ({ratio:.2f}×)" if ratio is not None else "")
+    return _format(value, metric) + (f" ({ratio:.2f}{TIMES})" if ratio is not None else "")
 
 
 def markdown(report: Report) -> str:
-    """Return the results as Markdown: header, table, targets, notes."""
+    """Return the results as Markdown: machine and mode, table, targets, notes."""
     m = report.machine
     load = f"load average {m.get('load_start')} at start, {m.get('load_end')} at end"
     out = [
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['system']} {m['kernel']}, "
         f"{m['implementation']} {m['python']}, {m['date']}; {load}.",
         f"Mode: {report.config.get('mode')}, {report.config.get('repeat')} repetition(s), "
-        "medians. Ratio (×): times better than asyncio streams in the same run; "
+        f"medians. Ratio ({TIMES}): times better than asyncio streams in the same run; "
         "higher is better in every row (for s and KiB it is asyncio's value over the peer's).",
         "",
+        markdown_table(report),
+        *targets_markdown(report),
+    ]
+    notes = report.all_notes()
+    if notes:
+        out += ["", "Notes:", *(f"- {note}" for note in notes)]
+    return "\n".join(out) + "\n"
+
+
+def markdown_table(report: Report) -> str:
+    """Return the results table: a row per metric, a column per peer."""
+    out = [
         "| workload | unit | " + " | ".join(report.labels) + " |",
         "|---|---|" + "---:|" * len(report.labels),
     ]
@@ -143,11 +192,8 @@ def markdown(report: Report) -> str:
         if not any((metric.key, label) in report.cells for label in report.labels):
             continue
         row = [_cell_text(report, metric, label) for label in report.labels]
-        arrow = "↑" if metric.higher_is_better else "↓"
+        arrow = "\u2191" if metric.higher_is_better else "\u2193"
         out.append(f"| {metric.label} | {metric.unit} {arrow} | " + " | ".join(row) + " |")
-    out += ["", *targets_markdown(report)]
-    if report.notes:
-        out += ["", "Notes:", *(f"- {note}" for note in report.notes)]
     return "\n".join(out) + "\n"
 
 
@@ -163,23 +209,35 @@ def target_rows(report: Report) -> list[dict[str, Any]]:
             if target.versus is None:
                 measured = report.ratio(metric, label)
             else:
-                value, base = report.median(target.metric, label), report.median(target.versus,
-                                                                                  label)
+                value, base = (
+                    report.median(target.metric, label),
+                    report.median(target.versus, label),
+                )
                 measured = value / base if value and base else None
-        rows.append({"target": target.description, "metric": target.metric,
-                     "needed": target.minimum, "measured": measured,
-                     "met": None if measured is None else measured >= target.minimum})
+        rows.append(
+            {
+                "target": target.description,
+                "metric": target.metric,
+                "needed": target.minimum,
+                "measured": measured,
+                "met": None if measured is None else measured >= target.minimum,
+            }
+        )
     return rows
 
 
 def targets_markdown(report: Report) -> list[str]:
     """The targets as a Markdown table."""
-    lines = [f"Targets ({report.primary} against {BASELINE}):", "",
-             "| target | needed | measured | met |", "|---|---:|---:|---|"]
+    lines = [
+        f"Targets ({report.primary} against {BASELINE}):",
+        "",
+        "| target | needed | measured | met |",
+        "|---|---:|---:|---|",
+    ]
     for row in target_rows(report):
-        measured = "n/a" if row["measured"] is None else f"{row['measured']:.2f}×"
+        measured = "n/a" if row["measured"] is None else f"{row['measured']:.2f}{TIMES}"
         met = {None: "not measured", True: "yes", False: "**no**"}[row["met"]]
-        lines.append(f"| {row['target']} | {row['needed']:.2f}× | {measured} | {met} |")
+        lines.append(f"| {row['target']} | {row['needed']:.2f}{TIMES} | {measured} | {met} |")
     return lines
 
 
@@ -192,10 +250,26 @@ def to_json(report: Report) -> dict[str, Any]:
             cell = report.cells.get((metric.key, label))
             if cell is None:
                 continue
-            per_peer[label] = {"samples": cell.samples, "failures": cell.failures,
-                               "median": cell.median, "ratio": report.ratio(metric, label)}
-        results[metric.key] = {"label": metric.label, "unit": metric.unit,
-                               "higher_is_better": metric.higher_is_better, "peers": per_peer}
-    return {"machine": report.machine, "config": report.config, "baseline": BASELINE,
-            "primary": report.primary, "results": results, "targets": target_rows(report),
-            "extras": report.extras, "notes": report.notes, "argv": sys.argv}
+            per_peer[label] = {
+                "samples": cell.samples,
+                "failures": cell.failures,
+                "median": cell.median,
+                "ratio": report.ratio(metric, label),
+            }
+        results[metric.key] = {
+            "label": metric.label,
+            "unit": metric.unit,
+            "higher_is_better": metric.higher_is_better,
+            "peers": per_peer,
+        }
+    return {
+        "machine": report.machine,
+        "config": report.config,
+        "baseline": BASELINE,
+        "primary": report.primary,
+        "results": results,
+        "targets": target_rows(report),
+        "extras": report.extras,
+        "notes": report.all_notes(),
+        "argv": sys.argv,
+    }

@@ -24,7 +24,7 @@ from iostream.bench._process import RunFailed, Worker
 #: select(2) cannot watch fds >= FD_SETSIZE on POSIX.
 _SELECT_LIMIT = 1024
 #: fds a server has besides its connections (std streams, listener, waker, poller).
-_SPARE_FDS = 32
+_SPARE_FDS = 16
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class Context:
     sizes: Sizes
     workdir: Path
     cert: _tls.CertFiles | None
+    profile_dir: Path | None = None
 
 
 @dataclass
@@ -77,8 +78,10 @@ class Outcome:
 def skip_reason(workload: str, variant: Variant, count: int) -> str | None:
     """Return why *variant* cannot run *workload* with *count* connections, if it cannot."""
     if variant.poller == "select" and count + _SPARE_FDS > _SELECT_LIMIT:
-        return (f"{variant.label} skipped for {workload} with {count:,} connections: "
-                f"select cannot watch fds >= FD_SETSIZE ({_SELECT_LIMIT})")
+        return (
+            f"{variant.label} skipped for {workload} with {count:,} connections: "
+            f"select cannot watch fds >= FD_SETSIZE ({_SELECT_LIMIT})"
+        )
     return None
 
 
@@ -97,39 +100,57 @@ def run_job(job: Job, ctx: Context) -> Outcome:
         return Outcome(job, error=str(exc))
 
 
-def _peer_spec(job: Job) -> dict[str, Any]:
-    return {"peer": job.variant.peer, "poller": job.variant.poller}
+def _peer_spec(job: Job, ctx: Context) -> dict[str, Any]:
+    spec: dict[str, Any] = {"peer": job.variant.peer, "poller": job.variant.poller}
+    if ctx.profile_dir is not None:
+        idle = f"-{job.idle}" if job.workload == "idle" else ""
+        name = f"{job.workload}{idle}-{job.variant.label}-rep{job.rep}.prof"
+        spec["profile"] = str(ctx.profile_dir / name)
+    return spec
 
 
 def _one_way(job: Job, ctx: Context) -> Outcome:
     sizes = ctx.sizes
     cert = ctx.cert if job.workload == "tls-bulk" else None
-    common = {"workload": job.workload, "sizes": sizes.to_json(),
-              "cache_dir": str(ctx.workdir), "cert": dataclasses.asdict(cert) if cert else None}
-    receiver = Worker({"role": "receive", **common, **_peer_spec(job)})
+    common = {
+        "workload": job.workload,
+        "sizes": sizes.to_json(),
+        "cache_dir": str(ctx.workdir),
+        "cert": dataclasses.asdict(cert) if cert else None,
+    }
+    receiver = Worker({"role": "receive", **common, **_peer_spec(job, ctx)})
     sender: Worker | None = None
     try:
         port = receiver.expect("READY", sizes.timeout)["port"]
         sender = Worker({"role": "send", "port": port, **common})
         got = receiver.expect("RESULT", sizes.timeout)
-        sent = sender.expect("RESULT", sizes.timeout)["sent"]
+        sender_result = sender.expect("RESULT", sizes.timeout)
     finally:
         for worker in (receiver, sender):
             if worker is not None:
                 worker.finish(10.0)
-    return Outcome(job, values=_one_way_values(job, sizes, got["phases"], sent))
+    sent = sender_result["sent"]
+    busy = max(share for label, share in sender_result["sender_cpu"].items() if label != "hello")
+    return Outcome(
+        job,
+        values=_one_way_values(job, sizes, got["phases"], sent),
+        extra={"sender_cpu": round(busy, 3)},
+    )
 
 
-def _one_way_values(job: Job, sizes: Sizes, phases: dict[str, Any],
-                    sent: dict[str, int]) -> dict[str, float]:
+def _one_way_values(
+    job: Job, sizes: Sizes, phases: dict[str, Any], sent: dict[str, int]
+) -> dict[str, float]:
     values: dict[str, float] = {}
     for spec in _jobs.phases_for(job.workload, sizes):
         if not spec.label:
             continue
         got = phases.get(spec.label)
         if got is None or got["bytes"] != spec.total or sent.get(spec.label) != spec.total:
-            raise RunFailed(f"{spec.label}: byte counts disagree (expected {spec.total}, "
-                            f"sent {sent.get(spec.label)}, received {got and got['bytes']})")
+            raise RunFailed(
+                f"{spec.label}: byte counts disagree (expected {spec.total}, "
+                f"sent {sent.get(spec.label)}, received {got and got['bytes']})"
+            )
         seconds = float(got["seconds"])
         if seconds <= 0:
             raise RunFailed(f"{spec.label}: non-positive time {seconds}")
@@ -148,7 +169,7 @@ def _echo(job: Job, ctx: Context) -> Outcome:
         shape = {"active": sizes.echo_conns, "idle": 0, "seconds": sizes.echo_seconds}
     else:
         shape = {"active": 1, "idle": job.idle, "seconds": sizes.idle_seconds}
-    server = Worker({"role": "serve", **_peer_spec(job)})
+    server = Worker({"role": "serve", **_peer_spec(job, ctx)})
     client: Worker | None = None
     try:
         port = server.expect("READY", sizes.timeout)["port"]
@@ -161,18 +182,31 @@ def _echo(job: Job, ctx: Context) -> Outcome:
     count, seconds = int(result["round_trips"]), float(result["seconds"])
     if count <= 0 or seconds <= 0:
         raise RunFailed(f"no round trip completed in {seconds:.2f} s")
-    return Outcome(job, values={job.metric_keys[0]: count / seconds})
+    return Outcome(
+        job,
+        values={job.metric_keys[0]: count / seconds},
+        extra={"client_cpu": round(float(result["client_cpu"]), 3)},
+    )
 
 
 def _memory(job: Job, ctx: Context) -> Outcome:
     sizes = ctx.sizes
     conns = sizes.memory_conns
-    server = Worker({"role": "serve", **_peer_spec(job)})
+    server = Worker({"role": "serve", **_peer_spec(job, ctx)})
     client: Worker | None = None
     try:
         before = server.expect("READY", sizes.timeout)
-        client = Worker({"role": "client", "port": before["port"], "active": 0, "idle": conns,
-                         "seconds": 0, "hold": True, "timeout": sizes.timeout})
+        client = Worker(
+            {
+                "role": "client",
+                "port": before["port"],
+                "active": 0,
+                "idle": conns,
+                "seconds": 0,
+                "hold": True,
+                "timeout": sizes.timeout,
+            }
+        )
         client.expect("HELD", sizes.timeout)
         server.tell("stat")
         after = server.expect("STAT", sizes.timeout)
@@ -185,8 +219,11 @@ def _memory(job: Job, ctx: Context) -> Outcome:
     if after["accepted"] < conns:
         raise RunFailed(f"server accepted {after['accepted']} of {conns} connections")
     per_conn = (after["rss_kib"] - before["rss_kib"]) / conns
-    return Outcome(job, values={"memory": per_conn},
-                   extra={"rss_before_kib": before["rss_kib"], "rss_after_kib": after["rss_kib"]})
+    return Outcome(
+        job,
+        values={"memory": per_conn},
+        extra={"rss_before_kib": before["rss_kib"], "rss_after_kib": after["rss_kib"]},
+    )
 
 
 class Progress:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterable
 
 from iostream.bench import _jobs, _tls
@@ -31,8 +32,9 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _prepared(specs: list[_jobs.PhaseSpec],
-              cache_dir: str | None) -> list[Iterable[bytes | memoryview]]:
+def _prepared(
+    specs: list[_jobs.PhaseSpec], cache_dir: str | None
+) -> list[Iterable[bytes | memoryview]]:
     """Materialise every payload except the bulk blocks (cheap, made as they go)."""
     ready: list[Iterable[bytes | memoryview]] = []
     for spec in specs:
@@ -41,9 +43,19 @@ def _prepared(specs: list[_jobs.PhaseSpec],
     return ready
 
 
-def send(port: int, workload: str, sizes: Sizes, cert: _tls.CertFiles | None,
-         cache_dir: str | None, timeout: float) -> dict[str, int]:
-    """Run the sender side of *workload*; return the bytes sent per phase label."""
+def send(
+    port: int,
+    workload: str,
+    sizes: Sizes,
+    cert: _tls.CertFiles | None,
+    cache_dir: str | None,
+    timeout: float,
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Run the sender side of *workload*.
+
+    Return the bytes sent per phase label, and the share of a core the
+    sender used while sending each (near 1.0: the sender set the pace).
+    """
     specs = _jobs.phases_for(workload, sizes)
     payloads = _prepared(specs, cache_dir)
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -54,18 +66,22 @@ def send(port: int, workload: str, sizes: Sizes, cert: _tls.CertFiles | None,
     # whole process instead.
     sock.settimeout(None)
     sent: dict[str, int] = {}
+    busy: dict[str, float] = {}
     with sock:
-        for spec, chunks in zip(specs, payloads):
+        for spec, chunks in zip(specs, payloads, strict=True):
             if spec.go and _recv_exact(sock, len(spec.go)) != spec.go:
                 raise SenderError(f"phase {spec.label!r}: wrong 'go' bytes")
+            label = spec.label or "hello"
+            started, cpu_started = time.perf_counter(), time.process_time()
             total = 0
             for chunk in chunks:
                 sock.sendall(chunk)
                 total += len(chunk)
-            sent[spec.label or "hello"] = total
+            sent[label] = total
+            busy[label] = (time.process_time() - cpu_started) / (time.perf_counter() - started)
         if _wait_close(sock):
             raise SenderError("receiver sent more than the 'go' bytes")
-    return sent
+    return sent, busy
 
 
 def _wait_close(sock: socket.socket) -> bytes:

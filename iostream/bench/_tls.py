@@ -44,8 +44,9 @@ def _with_trustme(directory: Path) -> CertFiles:
 
     ca = trustme.CA()
     server = ca.issue_cert(HOSTNAME, "127.0.0.1")
-    files = CertFiles(str(directory / "cert.pem"), str(directory / "key.pem"),
-                      str(directory / "ca.pem"))
+    files = CertFiles(
+        str(directory / "cert.pem"), str(directory / "key.pem"), str(directory / "ca.pem")
+    )
     server.private_key_pem.write_to_path(files.key)
     with open(files.cert, "wb") as out:
         for blob in server.cert_chain_pems:
@@ -56,9 +57,24 @@ def _with_trustme(directory: Path) -> CertFiles:
 
 def _with_openssl(directory: Path) -> CertFiles | str:
     cert, key = directory / "cert.pem", directory / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-               "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={HOSTNAME}",
-               "-addext", f"subjectAltName=DNS:{HOSTNAME},IP:127.0.0.1"]
+    command = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-subj",
+        f"/CN={HOSTNAME}",
+        "-addext",
+        f"subjectAltName=DNS:{HOSTNAME},IP:127.0.0.1",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode:
         return f"no certificate: openssl req failed: {done.stderr.strip()[:200]}"

@@ -15,12 +15,15 @@ success or ``ERROR`` on failure (exit status 1).
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import json
 import os
+import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from iostream.bench import _client, _jobs, _sender, _tls
@@ -49,22 +52,29 @@ def receive(spec: dict[str, Any]) -> dict[str, Any]:
         sock, _ = listener.accept()
     sock.setblocking(False)
     gc.collect()
+    profile = _Profile(spec.get("profile"))
+    profile.start()
     peer.receive(sock, tls, phases, sizes.timeout)
+    profile.stop()
     results: dict[str, Any] = {}
     for clock in clocks:
         clock.sink.finish()
         if clock.spec.label:
-            results[clock.spec.label] = {"seconds": clock.seconds(), "bytes": clock.spec.total,
-                                         "items": clock.spec.count}
+            results[clock.spec.label] = {
+                "seconds": clock.seconds(),
+                "bytes": clock.spec.total,
+                "items": clock.spec.count,
+            }
     return {"phases": results, "label": peer.label}
 
 
 def send(spec: dict[str, Any]) -> dict[str, Any]:
     """Role ``send``: the raw sender."""
     sizes = Sizes.from_json(spec["sizes"])
-    sent = _sender.send(spec["port"], spec["workload"], sizes, _cert(spec),
-                        spec.get("cache_dir"), sizes.timeout)
-    return {"sent": sent}
+    sent, busy = _sender.send(
+        spec["port"], spec["workload"], sizes, _cert(spec), spec.get("cache_dir"), sizes.timeout
+    )
+    return {"sent": sent, "sender_cpu": busy}
 
 
 def serve(spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,30 +82,75 @@ def serve(spec: dict[str, Any]) -> dict[str, Any]:
     raise_nofile()
     peer = make_peer(spec["peer"], spec.get("poller"))
     stats = ServerStats()
+    profile = _Profile(spec.get("profile"))
 
     def ready(port: int) -> None:
         gc.collect()
         emit("READY", {"port": port, "rss_kib": rss_kib(), "label": peer.label})
-        threading.Thread(target=_control, args=(stats,), daemon=True).start()
+        threading.Thread(target=_control, args=(stats, profile), daemon=True).start()
+        profile.start()
 
     peer.serve(stats, ready)
     raise BenchError("the echo server stopped on its own")
 
 
-def _control(stats: ServerStats) -> None:
+def _control(stats: ServerStats, profile: _Profile) -> None:
     """Answer ``stat`` lines on stdin; end the process at EOF."""
     for line in sys.stdin:
         if line.strip() == "stat":
             gc.collect()
             emit("STAT", {"accepted": stats.accepted, "rss_kib": rss_kib()})
     sys.stdout.flush()
+    if profile.active and hasattr(signal, "SIGUSR1"):
+        # The profiler lives in the loop's thread: a signal makes that thread
+        # save it and exit (see _Profile.start); this thread only waits.
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(30)
     os._exit(0)
+
+
+class _Profile:
+    """cProfile around the peer's side of a run, saved to *path* (``--profile``)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._profiler = cProfile.Profile() if path else None
+
+    @property
+    def active(self) -> bool:
+        """Whether this run is profiled."""
+        return self._profiler is not None
+
+    def start(self) -> None:
+        """Start profiling this thread; a SIGUSR1 saves the profile and ends the process."""
+        if self._profiler is None:
+            return
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, self._save_and_exit)
+        self._profiler.enable()
+
+    def stop(self) -> None:
+        """Stop profiling and save the profile."""
+        if self._profiler is not None and self.path is not None:
+            self._profiler.disable()
+            self._profiler.dump_stats(self.path)
+
+    def _save_and_exit(self, signum: int, frame: object) -> None:
+        self.stop()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def client(spec: dict[str, Any]) -> dict[str, Any]:
     """Role ``client``: the shared echo client."""
-    return _client.run(spec["port"], spec["active"], spec["idle"], spec["seconds"],
-                       spec.get("hold", False), spec["timeout"])
+    return _client.run(
+        spec["port"],
+        spec["active"],
+        spec["idle"],
+        spec["seconds"],
+        spec.get("hold", False),
+        spec["timeout"],
+    )
 
 
 ROLES = {"receive": receive, "send": send, "serve": serve, "client": client}
@@ -106,8 +161,13 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     try:
         result = ROLES[spec["role"]](spec)
-    except (BenchError, VerificationError, _sender.SenderError, _client.ClientError,
-            OSError) as exc:
+    except (
+        BenchError,
+        VerificationError,
+        _sender.SenderError,
+        _client.ClientError,
+        OSError,
+    ) as exc:
         emit("ERROR", {"message": f"{type(exc).__name__}: {exc}"})
         return 1
     emit("RESULT", result)

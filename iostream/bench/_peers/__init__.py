@@ -18,13 +18,24 @@ __all__ = ["DEFAULT_PEERS", "PEERS", "BenchError", "Peer", "ServerStats", "make_
 #: Every peer by name, the self-test peer included.
 PEERS: dict[str, type[Peer]] = {
     cls.name: cls
-    for cls in (IostreamPeer, AsyncioStreamsPeer, AsyncioProtocolPeer, TornadoPeer,
-                UvloopStreamsPeer, CorruptPeer)
+    for cls in (
+        IostreamPeer,
+        AsyncioStreamsPeer,
+        AsyncioProtocolPeer,
+        TornadoPeer,
+        UvloopStreamsPeer,
+        CorruptPeer,
+    )
 }
 
 #: The peers a run measures unless ``--peers`` says otherwise.
-DEFAULT_PEERS: tuple[str, ...] = ("iostream", "asyncio-streams", "asyncio-protocol", "tornado",
-                                  "uvloop-streams")
+DEFAULT_PEERS: tuple[str, ...] = (
+    "iostream",
+    "asyncio-streams",
+    "asyncio-protocol",
+    "tornado",
+    "uvloop-streams",
+)
 
 
 def make_peer(name: str, poller: str | None = None) -> Peer:

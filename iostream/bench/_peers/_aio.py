@@ -11,8 +11,7 @@ from iostream.bench._peers.base import BenchError
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def run(new_loop: LoopFactory, coroutine: Coroutine[Any, Any, None],
-        timeout: float | None) -> None:
+def run(new_loop: LoopFactory, coroutine: Coroutine[Any, Any, None], timeout: float | None) -> None:
     """Run *coroutine* on a loop from *new_loop*; a timeout becomes :class:`BenchError`."""
     loop = new_loop()
     asyncio.set_event_loop(loop)

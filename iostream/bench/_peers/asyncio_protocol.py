@@ -82,9 +82,12 @@ class PhaseProtocol(asyncio.Protocol):
         pending += data
         offset = 0
         with memoryview(pending) as view:
-            while len(pending) - offset >= size and self._same_mode(until=False):
-                self._deliver(view[offset : offset + size].tobytes())
-                offset += size
+            while True:
+                phase = self._phase
+                if phase is None or phase.until or len(pending) - offset < phase.size:
+                    break
+                self._deliver(view[offset : offset + phase.size].tobytes())
+                offset += phase.size
         del pending[:offset]
         self._redispatch(until=False)
 
@@ -92,18 +95,20 @@ class PhaseProtocol(asyncio.Protocol):
         pending = self._pending
         if pending:
             pending += data
+            if data.find(b"\n") < 0:
+                return  # a long line: keep buffering, join once it ends
             data = bytes(pending)
             pending.clear()
         parts = data.split(b"\n")
         rest = parts.pop()
         index, total = 0, len(parts)
         while index < total:
-            if not self._same_mode(until=True):
+            phase = self._phase
+            if phase is None or not phase.until:
                 self._pending += b"\n".join(parts[index:]) + b"\n"
                 break
             take = min(self._remaining, total - index)
-            feed = self._phase.feed if self._phase else None
-            assert feed is not None
+            feed = phase.feed
             for line in parts if take == total else parts[index : index + take]:
                 feed(line)
             index += take
@@ -161,17 +166,24 @@ class AsyncioProtocolPeer(Peer):
     read_protocol: ClassVar[type[PhaseProtocol]] = PhaseProtocol
     echo_protocol: ClassVar[type[EchoProtocol]] = EchoProtocol
 
-    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                phases: list[ReadPhase], timeout: float) -> None:
+    def receive(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        phases: list[ReadPhase],
+        timeout: float,
+    ) -> None:
         """Run the phases in a :class:`PhaseProtocol`."""
         _aio.run(asyncio.new_event_loop, self._receive(sock, tls, phases), timeout)
 
-    async def _receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                       phases: list[ReadPhase]) -> None:
+    async def _receive(
+        self, sock: socket.socket, tls: ssl.SSLContext | None, phases: list[ReadPhase]
+    ) -> None:
         loop = asyncio.get_running_loop()
         finished: asyncio.Future[None] = loop.create_future()
         transport, _ = await loop.connect_accepted_socket(
-            lambda: self.read_protocol(phases, finished), sock, ssl=tls)
+            lambda: self.read_protocol(phases, finished), sock, ssl=tls
+        )
         try:
             await finished
         finally:
@@ -183,7 +195,8 @@ class AsyncioProtocolPeer(Peer):
 
     async def _serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: self.echo_protocol(stats), "127.0.0.1", 0,
-                                          backlog=BACKLOG)
+        server = await loop.create_server(
+            lambda: self.echo_protocol(stats), "127.0.0.1", 0, backlog=BACKLOG
+        )
         ready(server.sockets[0].getsockname()[1])
         await server.serve_forever()

@@ -27,13 +27,19 @@ class AsyncioStreamsPeer(Peer):
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
-    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                phases: list[ReadPhase], timeout: float) -> None:
+    def receive(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        phases: list[ReadPhase],
+        timeout: float,
+    ) -> None:
         """Read every phase with ``readexactly`` / ``readuntil``."""
         _aio.run(self._new_loop, self._receive(sock, tls, phases), timeout)
 
-    async def _receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                       phases: list[ReadPhase]) -> None:
+    async def _receive(
+        self, sock: socket.socket, tls: ssl.SSLContext | None, phases: list[ReadPhase]
+    ) -> None:
         loop = asyncio.get_running_loop()
         limit = _aio.stream_limit([p.size for p in phases if p.until])
         reader = asyncio.StreamReader(limit=limit)
@@ -53,8 +59,9 @@ class AsyncioStreamsPeer(Peer):
         _aio.run(self._new_loop, _serve(stats, ready), None)
 
 
-async def _run_phase(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     phase: ReadPhase) -> None:
+async def _run_phase(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, phase: ReadPhase
+) -> None:
     phase.begin()
     if phase.go:
         writer.write(phase.go)

@@ -58,8 +58,13 @@ class Peer(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                phases: list[ReadPhase], timeout: float) -> None:
+    def receive(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        phases: list[ReadPhase],
+        timeout: float,
+    ) -> None:
         """Run *phases* on the accepted, non-blocking *sock* (TLS server side if *tls*).
 
         Raise :class:`BenchError` if the stream closes early, the library

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from iostream.bench._peers.asyncio_protocol import AsyncioProtocolPeer, EchoProtocol, PhaseProtocol
 
+
 def _flip(data: bytes) -> bytes:
     """Return *data* with the bits of its middle byte inverted."""
     middle = len(data) // 2

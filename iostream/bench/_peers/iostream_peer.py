@@ -45,8 +45,13 @@ class IostreamPeer(Peer):
             return f"iostream's stream layer cannot be imported: {exc}"
         return None
 
-    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                phases: list[ReadPhase], timeout: float) -> None:
+    def receive(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        phases: list[ReadPhase],
+        timeout: float,
+    ) -> None:
         """Run every phase as a chain of read callbacks."""
         from iostream import IOLoop, IOStream, SSLIOStream
 
@@ -63,7 +68,7 @@ class IostreamPeer(Peer):
 
     def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
         """Echo lines with a :class:`~iostream.TCPServer`."""
-        from iostream import IOLoop, IOStream, StreamClosedError, TCPServer
+        from iostream import IOLoop, StreamClosedError, TCPServer
 
         def handle_stream(stream: IOStream, address: object) -> None:
             stats.accepted += 1

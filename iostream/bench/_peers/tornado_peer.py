@@ -34,8 +34,13 @@ class TornadoPeer(Peer):
             return f"tornado {tornado.version} is older than 6"
         return None
 
-    def receive(self, sock: socket.socket, tls: ssl.SSLContext | None,
-                phases: list[ReadPhase], timeout: float) -> None:
+    def receive(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        phases: list[ReadPhase],
+        timeout: float,
+    ) -> None:
         """Read every phase with ``read_bytes`` / ``read_until``."""
         _aio.run(asyncio.new_event_loop, _receive(sock, tls, phases), timeout)
 
@@ -44,8 +49,9 @@ class TornadoPeer(Peer):
         _aio.run(asyncio.new_event_loop, _serve(stats, ready), None)
 
 
-async def _receive(sock: socket.socket, tls: ssl.SSLContext | None,
-                   phases: list[ReadPhase]) -> None:
+async def _receive(
+    sock: socket.socket, tls: ssl.SSLContext | None, phases: list[ReadPhase]
+) -> None:
     from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
     stream: Any
@@ -81,7 +87,7 @@ async def _serve(stats: ServerStats, ready: Callable[[int], None]) -> None:
     from tornado.netutil import bind_sockets
     from tornado.tcpserver import TCPServer
 
-    class EchoServer(TCPServer):  # type: ignore[misc]
+    class EchoServer(TCPServer):
         async def handle_stream(self, stream: IOStream, address: Any) -> None:
             stats.accepted += 1
             try:
