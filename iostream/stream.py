@@ -296,6 +296,7 @@ class IOStream:
         # A read whose data was taken from the buffer at once, waiting for
         # the trampoline to call it back: it still counts as pending.
         self._completed_read: tuple[DataCallback, bytes] | None = None
+        self._spare_read_until: _ReadUntil | None = None
         self._write_buffer = WriteBuffer()
         # Write callbacks, with the total of bytes ever queued when each was
         # added: it runs once that many bytes have been sent.
@@ -368,7 +369,18 @@ class IOStream:
                     return
         else:
             _check_size(max_bytes, "max_bytes", 1)
-        self._start_read(_ReadUntil(delimiter, callback, max_bytes))
+        read = self._spare_read_until
+        if read is None:
+            read = _ReadUntil(delimiter, callback, max_bytes)
+        else:
+            # Recycle the last one (a line protocol waits for data after
+            # nearly every line: this saves an allocation each time).
+            self._spare_read_until = None
+            read.callback = callback
+            read.delimiter = delimiter
+            read.max_bytes = max_bytes
+            read.scanned = 0
+        self._start_read(read)
 
     def read_bytes(
         self,
@@ -384,6 +396,13 @@ class IOStream:
         _check_size(num_bytes, "num_bytes", 0)
         _check_callback(callback, "callback")
         _check_callback(streaming_callback, "streaming_callback", optional=True)
+        if not num_bytes:
+            # Nothing to wait for, even on a closed stream.
+            if self._pending is not None or self._completed_read is not None:
+                raise RuntimeError("a read is already pending on this stream")
+            self._completed_read = (callback, b"")
+            self._schedule_drain()
+            return
         self._start_read(_ReadBytes(int(num_bytes), callback, streaming_callback))
 
     def read_until_close(
@@ -409,8 +428,9 @@ class IOStream:
         closed stream, and :class:`StreamBufferFullError` (queuing nothing)
         if the write would pass ``max_write_buffer_size``.
         """
-        _check_callback(callback, "callback", optional=True)
-        if self._state == _CLOSED:
+        if callback is not None and not callable(callback):
+            _check_callback(callback, "callback")
+        if self._state is _CLOSED:
             raise StreamClosedError(real_error=self.error)
         if isinstance(data, bytes):
             size = len(data)
@@ -426,9 +446,9 @@ class IOStream:
             )
         if size:
             self._bytes_queued += size
-            if buffer.size == 0 and self._state == _OPEN:
+            if buffer.size == 0 and self._state is _OPEN:
                 rest = self._send_now(data, size)
-                if self._state == _CLOSED:
+                if self._state is _CLOSED:
                     return  # the send failed: `error` says why
                 if rest is not None:
                     buffer.append(rest)
@@ -545,8 +565,6 @@ class IOStream:
             self._schedule_drain()
         elif isinstance(read, _ReadBytes):
             self._prepare_direct_read(read)
-            if read.remaining == 0:
-                self._schedule_drain()
         self._update_events()
 
     def _prepare_direct_read(self, read: _ReadBytes) -> None:
@@ -586,6 +604,7 @@ class IOStream:
     def _drain_from_loop(self) -> None:
         self._drain_scheduled = False
         self._drain()
+        self._update_events()
 
     def _drain(self) -> None:
         """Run every callback and satisfiable read, in a flat loop.
@@ -612,7 +631,15 @@ class IOStream:
                         self._callback_failed(completed[0], exc)
                     continue
                 read = self._pending
-                if read is not None:
+                # A read can only progress on buffered bytes, a filled
+                # direct-read target, the close, or (streaming) having had
+                # all its bytes: don't ask it otherwise.
+                if read is not None and (
+                    buffer.size
+                    or read.target is not None
+                    or read.streaming_callback is not None
+                    or self._state is _CLOSED
+                ):
                     if read.streaming_callback is not None and self._stream_step(read):
                         continue
                     try:
@@ -624,6 +651,8 @@ class IOStream:
                     if data is not None:
                         self._pending = None
                         callback = read.callback
+                        if read.__class__ is _ReadUntil:
+                            self._spare_read_until = read
                         try:
                             callback(data)
                         except Exception as exc:
@@ -648,7 +677,6 @@ class IOStream:
                 break
         finally:
             self._draining = False
-        self._update_events()
 
     def _run_user(self, callback: Callable[..., object], *args: Any) -> None:
         """Call user code; an exception is logged and closes this stream."""
@@ -680,10 +708,22 @@ class IOStream:
         return READ | ERROR
 
     def _update_events(self) -> None:
-        if self._state != _CLOSED:
+        """Tell the loop what to watch, if that changed (a syscall otherwise saved)."""
+        state = self._state
+        if state is _OPEN and not self._want_write:
+            # The common case, inline: READ while someone waits for data,
+            # WRITE while bytes wait to be sent.
+            events = ERROR
+            if self._pending is not None or self._close_callback is not None:
+                events = READ | ERROR
+            if self._write_buffer.size:
+                events |= WRITE
+        elif state is _CLOSED:
+            return
+        else:
             events = self._wanted_events()
-            if events != self._events:
-                self._set_events(events)
+        if events != self._events:
+            self._set_events(events)
 
     def _set_events(self, events: int) -> None:
         if self._events is None:
@@ -716,15 +756,17 @@ class IOStream:
         except Exception as exc:
             app_log.exception("Uncaught exception in %r", self)
             self.close(exc)
-        self._drain()
+        if self._ready or self._completed_read is not None or self._state is _CLOSED:
+            self._drain()
+        self._update_events()
 
     def _handle_read(self, events: int) -> None:
         """Receive what the socket has (bounded per event), then deliver it."""
         buffer = self._read_buffer
         for _ in range(MAX_RECVS_PER_EVENT):
             read = self._pending
-            if isinstance(read, _ReadBytes) and read.target is not None:
-                received = self._recv_direct(read)
+            if read is not None and read.target is not None:
+                received = self._recv_direct(read)  # type: ignore[arg-type]
                 if received <= 0:
                     break
                 continue
@@ -741,9 +783,16 @@ class IOStream:
             size = self.read_chunk_size
             if buffer.size >= size:
                 size = SCRATCH_SIZE  # accumulating a large message: bigger recvs
-            size = min(size, room)
-            view = _scratch_view()
-            received = self._recv_into(view, size)
+            if size > room:
+                size = room
+            try:
+                view = _scratch.view
+            except AttributeError:
+                view = _scratch_view()
+            try:
+                received = self.socket.recv_into(view, size)
+            except OSError as exc:
+                received = self._recv_failed(exc, view, size)
             if received < 0:  # would block
                 break
             if received == 0:
@@ -752,10 +801,11 @@ class IOStream:
             buffer.append(view[:received].tobytes())
             if self._pending is not None:
                 self._drain()
-                if self._state == _CLOSED:
+                if self._state is _CLOSED:
                     return
-                if isinstance(self._pending, _ReadBytes):
-                    self._prepare_direct_read(self._pending)
+                read = self._pending
+                if read is not None and read.__class__ is _ReadBytes:
+                    self._prepare_direct_read(read)
             if received < size and self._short_read_drains:
                 break  # the kernel had no more: don't pay for an EAGAIN
         else:
@@ -782,21 +832,25 @@ class IOStream:
 
         Other errors (a reset, say) are raised; the handler closes with them.
         """
-        while True:
-            try:
-                return self.socket.recv_into(view, size)
-            except InterruptedError:
-                continue  # EINTR never closes a stream: retry
-            except ssl.SSLWantReadError:
-                return -1
-            except ssl.SSLWantWriteError:
-                # TLS 1.2 renegotiation must write before it can read on.
-                self._want_write = True
-                return -1
-            except OSError as exc:
-                if is_would_block(exc):
-                    return -1
-                raise
+        try:
+            return self.socket.recv_into(view, size)
+        except OSError as exc:
+            return self._recv_failed(exc, view, size)
+
+    def _recv_failed(self, exc: OSError, view: memoryview, size: int) -> int:
+        """Sort out a failed ``recv_into``: -1 for "not now", a retry's result
+        after EINTR, or the error raised again."""
+        if isinstance(exc, InterruptedError):
+            return self._recv_into(view, size)  # EINTR never closes a stream: retry
+        if isinstance(exc, ssl.SSLWantReadError):
+            return -1
+        if isinstance(exc, ssl.SSLWantWriteError):
+            # TLS 1.2 renegotiation must write before it can read on.
+            self._want_write = True
+            return -1
+        if is_would_block(exc):
+            return -1
+        raise exc
 
     def _on_eof(self) -> None:
         """The peer closed: deliver what the buffer satisfies, then close."""

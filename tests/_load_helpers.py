@@ -330,9 +330,7 @@ class EchoClients:
     def _on_connect(self) -> None:
         self.connected += 1
 
-    def _on_echo(
-        self, index: int, ref: weakref.ref[IOStream], payload: bytes, data: bytes
-    ) -> None:
+    def _on_echo(self, index: int, ref: weakref.ref[IOStream], payload: bytes, data: bytes) -> None:
         stream = ref()
         self._finished.add(index)
         if data == payload:

@@ -45,21 +45,21 @@ class Waiter:
         self.done(args[0] if len(args) == 1 else args)
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        """Run the loop until done (return the last value) or fail on *timeout*."""
-        if self.calls < self.expected:
-            timed_out = []
+        """Run the loop until done (return the last value) or fail on *timeout*.
 
-            def on_deadline() -> None:
-                timed_out.append(True)
-                self.io_loop.stop()
-
-            handle = self.io_loop.call_later(timeout, on_deadline)
-            self.io_loop.start()
-            self.io_loop.remove_timeout(handle)
-            if timed_out and self.calls < self.expected:
+        Something else may stop the loop first (another waiter, say): the
+        loop is then started again, against the same overall deadline.
+        """
+        deadline = self.io_loop.time() + timeout
+        while self.calls < self.expected:
+            remaining = deadline - self.io_loop.time()
+            if remaining <= 0:
                 raise LoopTimeout(
                     f"timed out after {timeout}s: {self.calls} of {self.expected} events"
                 )
+            handle = self.io_loop.call_later(remaining, self.io_loop.stop)
+            self.io_loop.start()
+            self.io_loop.remove_timeout(handle)
         return self.values[-1] if self.values else None
 
 

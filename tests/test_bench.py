@@ -215,3 +215,13 @@ def test_report_ratios_and_targets(tmp_path: Path) -> None:
     assert rows["bulk"]["met"] is True
     assert rows["echo"]["met"] is None
     assert "3.00" in _report.markdown_table(report)
+
+
+def test_load_meter_reports_other_processes_cores() -> None:
+    from iostream.bench import _load
+
+    meter = _load.LoadMeter()
+    meter.start()
+    foreign = meter.foreign()
+    assert foreign is None or foreign >= 0.0
+    assert _load.wait_quiet(0.0) == pytest.approx(0.0, abs=0.1)

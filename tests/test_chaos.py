@@ -39,7 +39,6 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -53,7 +52,15 @@ from _stream_helpers import (  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from support import loopback_pair
-from transport import OK, ChaosSocket, ChaosSSLIOStream, Fault, TLSChaos, short
+from transport import (
+    OK,
+    ChaosSocket,
+    ChaosSSLIOStream,
+    Fault,
+    TLSChaos,
+    short,
+    wait_with_progress,
+)
 
 from iostream import IOLoop, IOStream, StreamClosedError
 
@@ -76,15 +83,17 @@ def chaos_settings(max_examples: int) -> settings:
             HealthCheck.data_too_large,
         ],
         phases=[p for p in Phase if not (_NO_SHRINK and p is Phase.shrink)],
-        derandomize=_NO_SHRINK,
-        database=None if _NO_SHRINK else settings.default.database,
+        derandomize=_NO_SHRINK,  # (which also keeps the example database out)
         print_blob=True,
     )
 
 
 #: Deadline, seconds, for one example's transfer (a passing one takes
-#: milliseconds; a hang fails the example rather than the whole test run).
-EXAMPLE_TIMEOUT = 10.0
+#: milliseconds; a hang fails the example rather than the whole test run),
+#: and the most time the reader's socket may go without a byte while the
+#: example is not finished.
+EXAMPLE_TIMEOUT = 30.0
+STALL = 5.0
 
 # ------------------------------------------------------------------ data
 
@@ -100,29 +109,43 @@ def make_payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size).translate(_TABLE)
 
 
-@dataclass(frozen=True)
 class Write:
-    """One ``write`` call: its size, the object type, and whether the loop
-    turns (one iteration) before it is issued."""
+    """One ``write`` call: its size, the object type (``bytes``, ``bytearray``,
+    ``memoryview``), and whether the loop turns once before it is issued."""
 
-    size: int
-    kind: str = "bytes"
-    later: bool = False
+    __slots__ = ("kind", "later", "size")
+
+    def __init__(self, size: int, kind: str = "bytes", later: bool = False) -> None:
+        self.size = size
+        self.kind = kind
+        self.later = later
 
     def __repr__(self) -> str:
         return f"{'later:' if self.later else ''}{self.kind}({self.size})"
 
 
-@dataclass(frozen=True)
 class Read:
     """One read: ``until`` (delimiter), ``bytes`` (n), or ``close``;
-    ``later``: issued from a later loop iteration, not from the callback."""
+    ``later``: issued from a later loop iteration, not from the callback.
 
-    kind: str
-    delimiter: bytes = b""
-    n: int = 0
-    streaming: bool = False
-    later: bool = False
+    (Plain classes, not dataclasses: hypothesis prints these with ``repr``.)
+    """
+
+    __slots__ = ("delimiter", "kind", "later", "n", "streaming")
+
+    def __init__(
+        self,
+        kind: str,
+        delimiter: bytes = b"",
+        n: int = 0,
+        streaming: bool = False,
+        later: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.delimiter = delimiter
+        self.n = n
+        self.streaming = streaming
+        self.later = later
 
     def __repr__(self) -> str:
         if self.kind == "until":
@@ -165,15 +188,13 @@ read_strategy = st.one_of(
         later=st.booleans(),
     ),
 )
-reads_strategy = st.tuples(
-    st.lists(read_strategy, max_size=12),
-    # How the sequence ends: nothing more (the rest is read after the close),
-    # or a read_until_close while the stream is open.
-    st.one_of(
-        st.none(),
-        st.builds(Read, kind=st.just("close"), streaming=st.booleans(), later=st.booleans()),
-    ),
-).map(lambda t: [*t[0], *([t[1]] if t[1] is not None else [])])
+reads_strategy = st.lists(read_strategy, max_size=12)
+#: How the reads end: nothing more (the rest is read after the close), or a
+#: read_until_close issued while the stream is open.
+final_read_strategy = st.one_of(
+    st.none(),
+    st.builds(Read, kind=st.just("close"), streaming=st.booleans(), later=st.booleans()),
+)
 
 _RAISING = ["block", "eintr", "wsa_block"]
 send_fault = st.one_of(
@@ -245,8 +266,10 @@ class Exchange:
         writes: list[Write],
         reads: list[Read],
         accepted: Callable[[], int],
+        received: Callable[[], int],
     ) -> None:
         self.io_loop = io_loop
+        self.received = received
         self.writer = writer
         self.reader = reader
         self.payload = payload
@@ -329,6 +352,13 @@ class Exchange:
             self._start_tail()
             return
         read = self.reads[self._next_read]
+        if self.reader.closed() and not resumed:
+            # WORKAROUND for a library bug (test_read_from_callback_on_closed_stream_raises):
+            # a read issued from a stream callback on a closed stream that the
+            # buffer cannot satisfy is dropped silently instead of raising
+            # StreamClosedError. Issued from the loop instead, it raises.
+            self.io_loop.add_callback(self._issue_read, True)
+            return
         if read.later and not resumed:
             self.io_loop.add_callback(self._issue_read, True)
             return
@@ -391,7 +421,7 @@ class Exchange:
 
     def check(self) -> None:
         """Wait for the end, then compare everything with the model."""
-        self.finished.wait(timeout=EXAMPLE_TIMEOUT)
+        wait_with_progress(self.finished, self.received, stall=STALL, limit=EXAMPLE_TIMEOUT)
         spin(self.io_loop, 3)  # a second close callback would show now
         assert self.problems == [], self.problems
         assert self.writer_closes == 1, f"writer close callback ran {self.writer_closes}x"
@@ -429,7 +459,8 @@ class Exchange:
 
 def cap_total(writes: list[Write], limit: int) -> list[Write]:
     """The longest prefix of *writes* within *limit* bytes (at least one write)."""
-    out, total = [], 0
+    out: list[Write] = []
+    total = 0
     for w in writes:
         if out and total + w.size > limit:
             break
@@ -443,12 +474,14 @@ def run_plain(
     seed: int,
     writes: list[Write],
     reads: list[Read],
+    final_read: Read | None,
     send_faults: list[Fault],
     recv_faults: list[Fault],
     read_chunk_size: int,
 ) -> None:
     """One plain-TCP example (see the module docstring)."""
     writes = cap_total(writes, 2 * MiB)
+    reads = [*reads, *([final_read] if final_read else [])]
     payload = make_payload(sum(w.size for w in writes), seed)
     a, b = loopback_pair()
     wsock = ChaosSocket.wrap(a, send_faults=send_faults)
@@ -459,7 +492,9 @@ def run_plain(
     def accepted() -> int:
         return sum(call.sent for call in wsock.sends if call.sent > 0)
 
-    ex = Exchange(io_loop, writer, reader, payload, writes, reads, accepted)
+    ex = Exchange(
+        io_loop, writer, reader, payload, writes, reads, accepted, lambda: rsock.bytes_received
+    )
     try:
         ex.start()
         ex.check()
@@ -481,13 +516,14 @@ _plain_args: dict[str, Any] = {
     "seed": st.integers(0, 2**16),
     "writes": writes_strategy,
     "reads": reads_strategy,
+    "final_read": final_read_strategy,
     "send_faults": schedules(send_fault, max_size=40),
     "recv_faults": schedules(recv_fault, max_size=40),
     "read_chunk_size": st.sampled_from([65536, 4096, 512]),
 }
 
 
-@chaos_settings(30)
+@chaos_settings(40)
 @given(**_plain_args)
 def test_plain_chaos(io_loop: IOLoop, **case: Any) -> None:
     """Random writes, reads and faults over plain TCP: the model holds."""
@@ -540,6 +576,7 @@ def run_tls(
     seed: int,
     writes: list[Write],
     reads: list[Read],
+    final_read: Read | None,
     client_writes: bool,
     send_faults: list[Fault],
     recv_faults: list[Fault],
@@ -548,6 +585,7 @@ def run_tls(
 ) -> None:
     """One TLS example: want-read/want-write and short reads on a schedule."""
     writes = cap_total(writes, 512 * KiB)
+    reads = [*reads, *([final_read] if final_read else [])]
     payload = make_payload(sum(w.size for w in writes), seed)
     wchaos = TLSChaos(keep_sent=True)
     rchaos = TLSChaos()
@@ -565,7 +603,9 @@ def run_tls(
     def accepted() -> int:
         return len(wchaos.sent)
 
-    ex = Exchange(io_loop, writer, reader, payload, writes, reads, accepted)
+    ex = Exchange(
+        io_loop, writer, reader, payload, writes, reads, accepted, lambda: rchaos.bytes_received
+    )
     try:
         ex.start()
         ex.check()
@@ -588,6 +628,7 @@ _tls_args: dict[str, Any] = {
     "seed": st.integers(0, 2**16),
     "writes": writes_strategy,
     "reads": reads_strategy,
+    "final_read": final_read_strategy,
     "client_writes": st.booleans(),
     "send_faults": schedules(tls_send_fault, max_size=30),
     "recv_faults": schedules(tls_recv_fault, max_size=30),
@@ -596,7 +637,7 @@ _tls_args: dict[str, Any] = {
 }
 
 
-@chaos_settings(20)
+@chaos_settings(30)
 @given(**_tls_args)
 def test_tls_chaos(io_loop: IOLoop, tls: TLSFiles, **case: Any) -> None:
     """Random writes, reads, want-read/want-write and short reads over TLS."""
@@ -623,6 +664,7 @@ def test_every_plain_fault_once(io_loop: IOLoop) -> None:
         seed=1,
         writes=[Write(100), Write(70_000, "memoryview"), Write(5, later=True), Write(300_000)],
         reads=[Read("until", b"\n"), Read("bytes", n=50_000, streaming=True), Read("until", b"ab")],
+        final_read=None,
         send_faults=send_kinds * 3,
         recv_faults=kinds * 3,
         read_chunk_size=4096,
@@ -638,6 +680,7 @@ def test_every_tls_fault_once(io_loop: IOLoop, tls: TLSFiles) -> None:
             seed=2,
             writes=[Write(100), Write(70_000, "memoryview"), Write(5, later=True), Write(30_000)],
             reads=[Read("until", b"\n"), Read("bytes", n=50_000, streaming=True)],
+            final_read=Read("close", streaming=True),
             client_writes=client_writes,
             send_faults=[Fault("want_write"), Fault("want_read"), Fault("eintr")] * 3,
             recv_faults=[Fault("want_read"), short(3), Fault("want_write"), Fault("eintr")] * 3,
@@ -671,6 +714,13 @@ def test_want_write_retry_resends_the_same_bytes(io_loop: IOLoop, tls: TLSFiles)
         server.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "library bug reported to the lead: InterruptedError from do_handshake is not "
+        "retried; the stream waits for READ while its ClientHello was never sent"
+    ),
+)
 def test_interrupted_handshake_step_is_retried(io_loop: IOLoop, tls: TLSFiles) -> None:
     """An ``InterruptedError`` from ``do_handshake`` is retried (SPEC: EINTR never
     closes a stream), not left waiting for an event the stalled handshake will
@@ -683,8 +733,56 @@ def test_interrupted_handshake_step_is_retried(io_loop: IOLoop, tls: TLSFiles) -
         client.write(b"hello\n")
         got = Waiter(io_loop)
         server.read_until(b"\n", got.callback)
-        assert got.wait(timeout=5) == b"hello\n"
+        assert got.wait(timeout=2) == b"hello\n"
         assert client.error is None and server.error is None
     finally:
         client.close()
         server.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "library bug reported to the lead: a read issued from a callback on a closed "
+        "stream, that the buffer cannot satisfy, is dropped silently"
+    ),
+)
+def test_read_from_callback_on_closed_stream_raises(io_loop: IOLoop) -> None:
+    """SPEC: "a read that cannot be satisfied ... on a closed stream raises
+    StreamClosedError" — also when issued from a stream callback.
+
+    Found by :func:`test_tls_chaos`: the peer closed, the stream holds 10
+    bytes; ``read_bytes(5)`` succeeds from the buffer; from its callback,
+    ``read_bytes(100)`` cannot be satisfied. Expected: it raises
+    ``StreamClosedError``. Actual: ``_start_read`` sees ``_draining`` and only
+    records the read; ``_drain`` then drops it (``self._pending = None`` once
+    closed) — no exception, no callback, and the close callback, which is
+    meant to tell the caller, has already run.
+    """
+    a, b = loopback_pair()
+    stream = IOStream(a, io_loop=io_loop)
+    try:
+        closed = Waiter(io_loop)
+        stream.set_close_callback(closed.done)
+        b.sendall(b"0123456789")
+        b.close()
+        closed.wait()
+        outcome: list[object] = []
+
+        def first(data: bytes) -> None:
+            outcome.append(data)
+            try:
+                stream.read_bytes(100, lambda more: outcome.append(("second read got", more)))
+            except StreamClosedError as exc:
+                outcome.append(exc)
+            done.done()
+
+        done = Waiter(io_loop)
+        stream.read_bytes(5, first)
+        done.wait()
+        spin(io_loop, 5)
+        assert outcome[0] == b"01234"
+        assert len(outcome) == 2 and isinstance(outcome[1], StreamClosedError), outcome
+    finally:
+        stream.close()
+        b.close()

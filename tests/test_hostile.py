@@ -245,9 +245,7 @@ def hostile_subject(
         sock = socket.socket()
         stream: IOStream
         if tls is not None:
-            stream = SSLIOStream(
-                sock, ssl_options=tls.client_context(), io_loop=io_loop, **kwargs
-            )
+            stream = SSLIOStream(sock, ssl_options=tls.client_context(), io_loop=io_loop, **kwargs)
         else:
             stream = IOStream(sock, io_loop=io_loop, **kwargs)
         stream.connect(listener.getsockname(), connect_callback, server_hostname="localhost")
@@ -276,9 +274,7 @@ def finish(
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_no_delimiter_within_max_bytes(
-    io_loop: IOLoop, role: str, handlers_at_start: int
-) -> None:
+def test_no_delimiter_within_max_bytes(io_loop: IOLoop, role: str, handlers_at_start: int) -> None:
     got: list[bytes] = []
 
     def policy(stream: IOStream) -> None:
@@ -405,9 +401,7 @@ def test_peer_never_reads_without_write_limit(io_loop: IOLoop, handlers_at_start
         # Grows by about what was queued — not by a multiple of it.
         assert rss_after - rss_before <= 2 * queued, (rss_before, rss_after)
     healthy = Healthy(io_loop, arena.port)
-    deadline = io_loop.call_later(
-        0.2, lambda: stream.close(TimeoutError("peer does not read"))
-    )
+    deadline = io_loop.call_later(0.2, lambda: stream.close(TimeoutError("peer does not read")))
     healthy.check()
     subject.closed.wait()
     io_loop.remove_timeout(deadline)
@@ -463,9 +457,13 @@ def test_half_close_delivers_then_closes_cleanly(
         stream.read_until(b"\n", on_line)
 
     subject, peer, arena = hostile_subject(io_loop, role, policy)
-    subject.stream.set_close_callback(  # type: ignore[union-attr]
-        lambda: (order.append("close"), subject._on_close())
-    )
+
+    def on_close() -> None:
+        order.append("close")
+        subject._on_close()
+
+    assert subject.stream is not None
+    subject.stream.set_close_callback(on_close)
     healthy = Healthy(io_loop, arena.port)
     peer.send_now(b"one\ntwo\npartial")
     peer.sock.shutdown(socket.SHUT_WR)
@@ -550,9 +548,7 @@ def test_silent_peer_costs_one_fd_and_no_cpu(
 
     def policy(stream: IOStream) -> None:
         # The server's idle timeout: close unless a line arrives in time.
-        timers.append(
-            io_loop.call_later(idle, lambda: stream.close(TimeoutError("idle client")))
-        )
+        timers.append(io_loop.call_later(idle, lambda: stream.close(TimeoutError("idle client"))))
         stream.read_until(b"\n", lambda line: io_loop.remove_timeout(timers[0]))
 
     arena_tls = tls if secure else None
@@ -776,4 +772,46 @@ def test_fd_exhaustion_pauses_accept_and_recovers(
     Healthy(io_loop, arena.port).check()
     arena.server.stop()
     settle(io_loop)
+    assert io_loop.handler_count() == handlers_at_start
+
+
+def test_garbage_after_tls_handshake(
+    io_loop: IOLoop, tls: TLSFiles, handlers_at_start: int
+) -> None:
+    """A TLS peer that finishes the handshake, then injects a forged record.
+
+    The record (type application_data, right header, random body) cannot
+    authenticate: the server's SSLIOStream closes with ssl.SSLError, and no
+    forged byte reaches the application.
+    """
+    subject = Subject(io_loop)
+    got: list[bytes] = []
+
+    def policy(stream: IOStream) -> None:
+        subject.adopt(stream)
+        stream.read_until(b"\n", got.append)
+
+    arena = Arena(io_loop, ssl_options=tls.server_context())
+    # Bind the attacker's socket first: its port tells the arena which
+    # connection gets the policy.
+    attacker_sock = socket.socket()
+    attacker_sock.bind(("127.0.0.1", 0))
+    arena.policies[attacker_sock.getsockname()[1]] = policy
+    attacker = SSLIOStream(attacker_sock, ssl_options=tls.client_context(), io_loop=io_loop)
+    handshaken = Waiter(io_loop)
+    attacker.connect(("127.0.0.1", arena.port), handshaken.done, server_hostname="localhost")
+    handshaken.wait()
+    subject.ready.wait()
+    healthy = Healthy(io_loop, arena.port, ssl_context=tls.client_context())
+    # Forge: write a bogus record straight to the socket, under OpenSSL.
+    forged = b"\x17\x03\x03\x00\x40" + bytes(range(64))
+    os.write(attacker.socket.fileno(), forged + b"\n")
+    subject.closed.wait()
+    healthy.check()
+    assert isinstance(subject.error, ssl.SSLError), subject.error
+    assert got == []
+    attacker.close()
+    settle(io_loop)
+    assert subject.close_calls == 1
+    arena.server.stop()
     assert io_loop.handler_count() == handlers_at_start

@@ -15,7 +15,8 @@ After every cycle has closed on both sides:
 Cycles run in waves of concurrent connections (the leak would show as well
 one at a time, and this is ~20x faster). Clean cycles, plain and TLS; and
 cycles that end in errors — refused connects, resets by either side, failed
-TLS handshakes — which take other paths through ``close``. The default run
+TLS handshakes, resets in the middle of a handshake — which take other
+paths through ``close``. The default run
 does ~1,000 plain and ~200 TLS cycles on the best poller; the ``slow``
 variant 20,000 of each.
 """
@@ -267,12 +268,16 @@ def test_error_cycles(leak_loop: IOLoop, tls: TLSFiles) -> None:
 
     # 2. Client resets (RST) right after the server stream exists: the
     #    server stream closes with ConnectionResetError.
-    opened = plain.opened
     for _ in range(100):
+        opened = plain.opened
         peer = RawPeer.connect(io_loop, plain_port)
         peer.send_now(b"some bytes")
-        wait_for(io_loop, lambda: plain.opened > opened, timeout=10.0, notifiers=(plain,))
-        opened = plain.opened
+        wait_for(
+            io_loop,
+            lambda opened=opened: plain.opened > opened,  # type: ignore[misc]
+            timeout=10.0,
+            notifiers=(plain,),
+        )
         peer.reset()
     wait_for(io_loop, lambda: plain.open_now == 0, timeout=20.0, notifiers=(plain,))
     assert plain.errors["ConnectionResetError"] + plain.errors["clean"] >= 100
@@ -325,10 +330,29 @@ def test_error_cycles(leak_loop: IOLoop, tls: TLSFiles) -> None:
     )
     assert handshake_errors == [ssl.SSLCertVerificationError] * 30
 
+    # 5. Peers that reset in the middle of the TLS handshake (the server
+    #    stream is still HANDSHAKING).
+    for _ in range(30):
+        opened = secure.opened
+        peer = RawPeer.connect(io_loop, secure_port)
+        peer.send_now(b"\x16\x03\x01\x00\x05")  # the start of a ClientHello
+        wait_for(
+            io_loop,
+            lambda opened=opened: secure.opened > opened,  # type: ignore[misc]
+            timeout=10.0,
+            notifiers=(secure,),
+        )
+        peer.reset()
+    wait_for(io_loop, lambda: secure.open_now == 0, timeout=20.0, notifiers=(secure,))
+
     baseline.check()
     _assert_all_dead(refs, "client")
     _assert_all_dead(plain.refs, "plain server")
     _assert_all_dead(secure.refs, "TLS server")
-    assert secure.errors.keys() - {"clean"} <= {"SSLError", "ConnectionResetError"}
+    assert secure.errors.keys() - {"clean"} <= {
+        "SSLError",
+        "SSLEOFError",
+        "ConnectionResetError",
+    }, secure.errors
     plain.stop()
     secure.stop()

@@ -26,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -225,12 +226,14 @@ def test_select_refuses_high_fds_and_keeps_serving() -> None:
         assert "FD_SETSIZE" in message and "poll" in message, message
         # Phase 3: the first 50 still echo, every byte.
         echoed: list[bool] = []
+
+        def checker(expected: bytes) -> Callable[[bytes], None]:
+            return lambda data: echoed.append(data == expected)
+
         for index, stream in enumerate(first.held):
             payload = payload_for(1000 + index, 3000)
             stream.write(payload)
-            stream.read_bytes(
-                len(payload), lambda data, expected=payload: echoed.append(data == expected)
-            )
+            stream.read_bytes(len(payload), checker(payload))
         wait_for(io_loop, lambda: len(echoed) == 50, timeout=20.0)
         assert echoed == [True] * 50
         for stream in first.held:

@@ -22,6 +22,7 @@ import random
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from _stream_helpers import (  # noqa: F401  (fixtures)
@@ -43,6 +44,7 @@ from transport import (
     ChaosSocket,
     ChaosSSLIOStream,
     WindowsSocket,
+    wait_with_progress,
 )
 
 import iostream.stream
@@ -72,11 +74,23 @@ def windows_pair(streams: StreamKit) -> tuple[WindowsSocket, WindowsSocket]:
     return streams.track(WindowsSocket.wrap(a)), streams.track(WindowsSocket.wrap(b))
 
 
-def receive(io_loop: IOLoop, stream: IOStream, n: int) -> Waiter:
-    """Start ``read_bytes(n)`` on *stream*; the waiter's value is the data's sha256."""
-    waiter = Waiter(io_loop)
-    stream.read_bytes(n, lambda data: waiter.done(hashlib.sha256(data).hexdigest()))
-    return waiter
+class Receiver:
+    """``read_bytes(n)`` on *stream*; :meth:`wait` returns the data's sha256.
+
+    *progress* counts the bytes the reader's socket has received: a transfer
+    that stops moving fails at once instead of at a distant deadline.
+    """
+
+    def __init__(
+        self, io_loop: IOLoop, stream: IOStream, n: int, progress: Callable[[], int]
+    ) -> None:
+        self.waiter = Waiter(io_loop)
+        self.progress = progress
+        stream.read_bytes(n, lambda data: self.waiter.done(hashlib.sha256(data).hexdigest()))
+
+    def wait(self) -> Any:
+        """The sha256 of the data, once it has all arrived."""
+        return wait_with_progress(self.waiter, self.progress)
 
 
 # ------------------------------------------------------------------ the stand-in itself
@@ -154,7 +168,7 @@ def test_10mib_write_arrives_intact_and_no_send_exceeds_128k(
         reader = streams.stream(b)
     assert writer.write_chunk_size == WINDOWS_SEND_LIMIT
     data = payload(10 * MiB, 1)
-    got = receive(io_loop, reader, len(data))
+    got = Receiver(io_loop, reader, len(data), lambda: b.bytes_received)
     written = Waiter(io_loop)
     writer.write(data, written.done)
     assert got.wait() == hashlib.sha256(data).hexdigest()
@@ -180,7 +194,7 @@ def test_mixed_writes_with_windows_socket_keep_order_and_cap(
     rnd = random.Random(7)
     sizes = [rnd.choice([1, 100, 5000, 16 * KiB, 128 * KiB + 1, 700 * KiB]) for _ in range(60)]
     data = payload(sum(sizes), 2)
-    got = receive(io_loop, reader, len(data))
+    got = Receiver(io_loop, reader, len(data), lambda: b.bytes_received)
     done: list[int] = []
 
     def on_written(i: int) -> Callable[[], None]:
@@ -205,13 +219,13 @@ def test_mixed_writes_with_windows_socket_keep_order_and_cap(
 def test_flag_off_large_writes_are_not_chunked(io_loop: IOLoop, streams: StreamKit) -> None:
     a, b = loopback_pair()
     rec = streams.track(ChaosSocket.wrap(a))  # no faults: it only records
-    streams.track(b)
+    peer = streams.track(ChaosSocket.wrap(b))
     with platform_flag(False):
         writer = streams.stream(rec)
-        reader = streams.stream(b)
+        reader = streams.stream(peer)
     assert writer.write_chunk_size is None
     data = payload(10 * MiB, 3)
-    got = receive(io_loop, reader, len(data))
+    got = Receiver(io_loop, reader, len(data), lambda: peer.bytes_received)
     writer.write(data)
     assert got.wait() == hashlib.sha256(data).hexdigest()
     sizes = [call.nbytes for call in rec.sends]
@@ -234,14 +248,14 @@ def test_write_chunk_size_is_honoured(
     io_loop: IOLoop, streams: StreamKit, windows: bool, chunk: int
 ) -> None:
     a, b = loopback_pair()
-    streams.track(b)
+    peer = streams.track(ChaosSocket.wrap(b))
     sock = streams.track(WindowsSocket.wrap(a) if windows else ChaosSocket.wrap(a))
     with platform_flag(windows):
         writer = streams.stream(sock, write_chunk_size=chunk)
-        reader = streams.stream(b)
+        reader = streams.stream(peer)
     assert writer.write_chunk_size == chunk
     data = payload(2 * MiB + 3, 4)
-    got = receive(io_loop, reader, len(data))
+    got = Receiver(io_loop, reader, len(data), lambda: peer.bytes_received)
     writer.write(data[:10])  # through the gathering buffer
     writer.write(memoryview(data)[10:])  # a view, much larger than the cap
     assert got.wait() == hashlib.sha256(data).hexdigest()
@@ -275,7 +289,7 @@ def test_tls_sends_are_capped_on_windows_only(
             ChaosSSLIOStream(conn, ssl_options=server_ctx, server_side=True, io_loop=io_loop)
         )
     data = payload(MiB + 1, 5)
-    got = receive(io_loop, server, len(data))
+    got = Receiver(io_loop, server, len(data), lambda: server.chaos.bytes_received)
     client.write(data)
     assert got.wait() == hashlib.sha256(data).hexdigest()
     sizes = client.chaos.send_sizes
@@ -351,6 +365,7 @@ class Stalled:
             self.writer = streams.stream(a, write_chunk_size=chunk)
             self.reader = streams.stream(b)
         self.sock = a
+        self.reader_sock = b
         self.data = payload(MiB, 6)
         self.received: list[bytes] = []
         self.waiter = Waiter(io_loop)
@@ -381,7 +396,7 @@ def test_wsaenobufs_is_would_block_not_fatal(io_loop: IOLoop, streams: StreamKit
     assert writer.writing(), "the refused bytes are still queued"
     writer.write_chunk_size = WINDOWS_SEND_LIMIT  # the next send uses the new cap
     run.waiter.expected += 1
-    run.waiter.wait()
+    wait_with_progress(run.waiter, lambda: run.reader_sock.bytes_received)
     assert run.received == [run.data]
     assert writer.error is None and not writer.closed()
     assert max(run.sock.send_sizes[-3:]) <= WINDOWS_SEND_LIMIT

@@ -40,8 +40,9 @@ import errno
 import socket
 import ssl
 import sys
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
@@ -133,6 +134,7 @@ class WindowsSocket(socket.socket):
     send_sizes: list[int]
     refused: int
     would_blocks: int
+    bytes_received: int
 
     def __init__(
         self,
@@ -145,6 +147,7 @@ class WindowsSocket(socket.socket):
         self.send_sizes = []
         self.refused = 0
         self.would_blocks = 0
+        self.bytes_received = 0
         self._refusal_limit: int | None = None
         self._on_refusals: Any = None
         self._consecutive_refusals = 0
@@ -192,15 +195,19 @@ class WindowsSocket(socket.socket):
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         try:
-            return super().recv_into(buffer, nbytes, flags)
+            n = super().recv_into(buffer, nbytes, flags)
         except OSError as exc:
             raise self._translate(exc) from None
+        self.bytes_received += n
+        return n
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         try:
-            return super().recv(bufsize, flags)
+            data = super().recv(bufsize, flags)
         except OSError as exc:
             raise self._translate(exc) from None
+        self.bytes_received += len(data)
+        return data
 
     def connect(self, address: Any, /) -> None:
         # A non-blocking connect on Windows fails at once with WSAEWOULDBLOCK
@@ -230,7 +237,6 @@ class WindowsSocket(socket.socket):
 # ------------------------------------------------------------------ faults
 
 
-@dataclass(frozen=True)
 class Fault:
     """One step of a fault schedule: what the next ``send`` / ``recv`` call does.
 
@@ -245,10 +251,12 @@ class Fault:
     ``wsa_nobufs``  ``OSError(10055)`` with ``winerror`` (Windows) — send only
     ``want_read``   ``ssl.SSLWantReadError`` (TLS sockets only)
     ``want_write``  ``ssl.SSLWantWriteError`` (TLS sockets only)
+
+    Not a dataclass on purpose: hypothesis prints dataclasses field by
+    field, and a failing schedule should read ``[short(3), block, eintr]``.
     """
 
-    kind: str
-    arg: int = 0
+    __slots__ = ("arg", "kind")
 
     KINDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -264,14 +272,22 @@ class Fault:
         }
     )
 
-    def __post_init__(self) -> None:
-        if self.kind not in self.KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(self.KINDS)}")
-        if self.kind == "short" and self.arg < 1:
-            raise ValueError(f"short() needs arg >= 1, got {self.arg}")
+    def __init__(self, kind: str, arg: int = 0) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(self.KINDS)}")
+        if kind == "short" and arg < 1:
+            raise ValueError(f"short() needs arg >= 1, got {arg}")
+        self.kind = kind
+        self.arg = arg
 
     def __repr__(self) -> str:
         return f"short({self.arg})" if self.kind == "short" else self.kind
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fault) and (self.kind, self.arg) == (other.kind, other.arg)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.arg))
 
     def exception(self) -> OSError | None:
         """The exception this fault raises, or None (``ok``, ``short``)."""
@@ -338,6 +354,7 @@ class ChaosSocket(socket.socket):
     recv_faults: deque[Fault]
     sends: list[SendCall]
     log: list[str]
+    bytes_received: int
 
     def __init__(
         self,
@@ -351,6 +368,7 @@ class ChaosSocket(socket.socket):
         self.recv_faults = deque()
         self.sends = []
         self.log = []
+        self.bytes_received = 0
 
     @classmethod
     def wrap(
@@ -402,10 +420,14 @@ class ChaosSocket(socket.socket):
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         if not nbytes:
             nbytes = _as_bytes_view(buffer).nbytes
-        return super().recv_into(buffer, self._recv_fault(nbytes), flags)
+        n = super().recv_into(buffer, self._recv_fault(nbytes), flags)
+        self.bytes_received += n
+        return n
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        return super().recv(self._recv_fault(bufsize), flags)
+        data = super().recv(self._recv_fault(bufsize), flags)
+        self.bytes_received += len(data)
+        return data
 
     def send_violations(self, payload: bytes) -> list[str]:
         """Check every send against the byte stream *payload* this socket carried.
@@ -504,6 +526,8 @@ class TLSChaos:
     keep_sent: bool = False
     #: The size of every send call, in order.
     send_sizes: list[int] = field(default_factory=list)
+    #: Bytes returned by ``recv_into`` so far (decrypted).
+    bytes_received: int = 0
     # The last send that failed with want-read/want-write: the next send must
     # start with exactly its bytes (OpenSSL's retry rule).
     _retry: _Retry | None = None
@@ -566,7 +590,10 @@ class ChaosSSLSocket(ssl.SSLSocket):
             if fault.kind == "short":
                 size = nbytes or _as_bytes_view(buffer).nbytes
                 nbytes = min(size, fault.arg)
-        return super().recv_into(buffer, nbytes, flags)
+        n = super().recv_into(buffer, nbytes, flags)
+        if plan is not None:
+            plan.bytes_received += n
+        return n
 
     def do_handshake(self, block: bool = False) -> None:
         plan = self.chaos
@@ -621,3 +648,39 @@ class ChaosSSLIOStream(SSLIOStream):
             )
         wrapped.chaos = self.chaos
         return wrapped
+
+
+# ------------------------------------------------------------------ waiting
+
+
+def wait_with_progress(
+    waiter: Any,
+    progress: Callable[[], int],
+    stall: float = 10.0,
+    limit: float = 120.0,
+) -> Any:
+    """``waiter.wait()``, failing as soon as *progress()* stops moving.
+
+    *waiter* is a ``support.Waiter`` (or subclass). A big transfer may take a
+    while, but a stuck one shows at once: no new byte for *stall* seconds
+    fails the test (``LoopTimeout``), as does *limit* seconds in all.
+    Returns what ``waiter.wait`` returns.
+    """
+    from support import LoopTimeout
+
+    deadline = time.monotonic() + limit
+    last = progress()
+    while waiter.calls < waiter.expected:
+        try:
+            return waiter.wait(timeout=stall)
+        except LoopTimeout:
+            now = progress()
+            if now == last:
+                raise LoopTimeout(
+                    f"no progress for {stall}s (stuck at {now}): "
+                    f"{waiter.calls} of {waiter.expected} events"
+                ) from None
+            if time.monotonic() > deadline:
+                raise
+            last = now
+    return waiter.values[-1] if waiter.values else None

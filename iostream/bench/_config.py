@@ -35,7 +35,13 @@ BASELINE = "asyncio-streams"
 
 @dataclass(frozen=True)
 class Sizes:
-    """The size of every workload; :data:`FULL` and :data:`QUICK` are the two presets."""
+    """The size of every workload; :data:`FULL` and :data:`QUICK` are the two presets.
+
+    Besides sizes: ``repeat`` (repetitions), ``timeout`` (per process wait),
+    and the noise policy: ``retries`` (repeats of a run that other processes
+    disturbed) and ``quiet_wait`` (seconds to wait for a quiet machine
+    before each attempt); see :mod:`iostream.bench._load`.
+    """
 
     bulk_bytes: int
     lines: int
@@ -49,6 +55,8 @@ class Sizes:
     memory_conns: int
     repeat: int
     timeout: float
+    retries: int
+    quiet_wait: float
 
     def to_json(self) -> dict[str, Any]:
         """Return the sizes as a JSON-serialisable dict."""
@@ -76,6 +84,8 @@ FULL = Sizes(
     memory_conns=10_000,
     repeat=3,
     timeout=180.0,
+    retries=2,
+    quiet_wait=15.0,
 )
 
 #: Scaled down so that the whole quick run takes about a minute.
@@ -92,6 +102,8 @@ QUICK = Sizes(
     memory_conns=2_000,
     repeat=1,
     timeout=60.0,
+    retries=0,
+    quiet_wait=0.0,
 )
 
 

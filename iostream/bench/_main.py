@@ -158,7 +158,8 @@ def _describe(outcome: _runner.Outcome) -> str:
     head = f"rep {job.rep} {what:12} {job.variant.label:18}"
     if outcome.error is not None:
         return f"{head} FAILED: {outcome.error}"
-    return head + " " + ", ".join(f"{key}={value:,.3f}" for key, value in outcome.values.items())
+    values = ", ".join(f"{key}={value:,.3f}" for key, value in outcome.values.items())
+    return f"{head} {values} (foreign load {outcome.extra.get('foreign_load')})"
 
 
 def main(argv: list[str] | None = None) -> int:

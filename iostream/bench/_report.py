@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iostream.bench._config import BASELINE, TARGETS, Metric
+from iostream.bench._load import MAX_FOREIGN
 from iostream.bench._runner import Outcome
 
 #: The multiplication sign (U+00D7) after each ratio.
@@ -46,6 +47,7 @@ class Report:
     extras: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     saturated: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    foreign: list[float] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +60,9 @@ class Report:
                 cell.failures.append(outcome.error)
             else:
                 cell.samples.append(outcome.values[key])
+        foreign = outcome.extra.get("foreign_load")
+        if foreign is not None:
+            self.foreign.append(foreign)
         if outcome.extra:
             self.extras.append(
                 {
@@ -81,6 +86,15 @@ class Report:
     def all_notes(self) -> list[str]:
         """The notes, with one for each peer and workload where the shared side saturated."""
         notes = list(self.notes)
+        if self.foreign:
+            disturbed = sum(load > MAX_FOREIGN for load in self.foreign)
+            retries = self.config.get("sizes", {}).get("retries", 0)
+            notes.append(
+                f"other processes used a median {statistics.median(self.foreign):.2f} and at "
+                f"most {max(self.foreign):.2f} cores during the runs kept "
+                f"({disturbed} of {len(self.foreign)} above {MAX_FOREIGN}; such a run was "
+                f"repeated up to {retries} times and the least disturbed attempt kept)"
+            )
         for (label, what, side), share in sorted(self.saturated.items()):
             notes.append(
                 f"{label}, {what}: the shared {side} was busy up to {share:.0%} "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iostream.bench import _jobs, _tls
+from iostream.bench import _jobs, _load, _tls
 from iostream.bench._config import MiB, Sizes
 from iostream.bench._process import RunFailed, Worker
 
@@ -86,6 +86,30 @@ def skip_reason(workload: str, variant: Variant, count: int) -> str | None:
 
 
 def run_job(job: Job, ctx: Context) -> Outcome:
+    """Run *job*, again if other processes disturbed it; keep the least disturbed attempt.
+
+    The kept outcome's ``extra["foreign_load"]`` is the cores other
+    processes used meanwhile (see :mod:`iostream.bench._load`).
+    """
+    best: Outcome | None = None
+    waited = 0.0
+    for _ in range(ctx.sizes.retries + 1):
+        waited += _load.wait_quiet(ctx.sizes.quiet_wait)
+        meter = _load.LoadMeter()
+        meter.start()
+        outcome = run_once(job, ctx)
+        foreign = meter.foreign()
+        outcome.extra["foreign_load"] = None if foreign is None else round(foreign, 2)
+        outcome.extra["waited"] = round(waited, 1)
+        if outcome.error is not None or foreign is None or foreign <= _load.MAX_FOREIGN:
+            return outcome
+        if best is None or foreign < best.extra["foreign_load"]:
+            best = outcome
+    assert best is not None
+    return best
+
+
+def run_once(job: Job, ctx: Context) -> Outcome:
     """Run *job* in fresh processes and return its verified values."""
     runner: Callable[[Job, Context], Outcome]
     if job.workload in ("bulk", "lines", "bigmsg", "tls-bulk"):
@@ -100,25 +124,36 @@ def run_job(job: Job, ctx: Context) -> Outcome:
         return Outcome(job, error=str(exc))
 
 
-def _peer_spec(job: Job, ctx: Context) -> dict[str, Any]:
+def _peer_spec(job: Job, ctx: Context, part: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"peer": job.variant.peer, "poller": job.variant.poller}
     if ctx.profile_dir is not None:
         idle = f"-{job.idle}" if job.workload == "idle" else ""
-        name = f"{job.workload}{idle}-{job.variant.label}-rep{job.rep}.prof"
+        name = f"{part or job.workload}{idle}-{job.variant.label}-rep{job.rep}.prof"
         spec["profile"] = str(ctx.profile_dir / name)
     return spec
 
 
 def _one_way(job: Job, ctx: Context) -> Outcome:
+    values: dict[str, float] = {}
+    busy = 0.0
+    for part in _jobs.parts(job.workload):
+        part_values, part_busy = _one_way_part(job, part, ctx)
+        values.update(part_values)
+        busy = max(busy, part_busy)
+    return Outcome(job, values=values, extra={"sender_cpu": round(busy, 3)})
+
+
+def _one_way_part(job: Job, part: str, ctx: Context) -> tuple[dict[str, float], float]:
+    """Run one receiver/sender pair; return its values and the sender's busy share."""
     sizes = ctx.sizes
-    cert = ctx.cert if job.workload == "tls-bulk" else None
+    cert = ctx.cert if part == "tls-bulk" else None
     common = {
-        "workload": job.workload,
+        "workload": part,
         "sizes": sizes.to_json(),
         "cache_dir": str(ctx.workdir),
         "cert": dataclasses.asdict(cert) if cert else None,
     }
-    receiver = Worker({"role": "receive", **common, **_peer_spec(job, ctx)})
+    receiver = Worker({"role": "receive", **common, **_peer_spec(job, ctx, part)})
     sender: Worker | None = None
     try:
         port = receiver.expect("READY", sizes.timeout)["port"]
@@ -131,18 +166,14 @@ def _one_way(job: Job, ctx: Context) -> Outcome:
                 worker.finish(10.0)
     sent = sender_result["sent"]
     busy = max(share for label, share in sender_result["sender_cpu"].items() if label != "hello")
-    return Outcome(
-        job,
-        values=_one_way_values(job, sizes, got["phases"], sent),
-        extra={"sender_cpu": round(busy, 3)},
-    )
+    return _one_way_values(part, sizes, got["phases"], sent), busy
 
 
 def _one_way_values(
-    job: Job, sizes: Sizes, phases: dict[str, Any], sent: dict[str, int]
+    part: str, sizes: Sizes, phases: dict[str, Any], sent: dict[str, int]
 ) -> dict[str, float]:
     values: dict[str, float] = {}
-    for spec in _jobs.phases_for(job.workload, sizes):
+    for spec in _jobs.phases_for(part, sizes):
         if not spec.label:
             continue
         got = phases.get(spec.label)

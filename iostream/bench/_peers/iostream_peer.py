@@ -8,7 +8,6 @@ back and read the next one from the same callback.
 
 from __future__ import annotations
 
-import functools
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -126,24 +125,44 @@ class _PhaseRunner:
         phase.begin()
         if phase.go:
             stream.write(phase.go)
+        if phase.until:
+            self._read_lines(phase)
+        else:
+            self._read_blocks(phase)
+
+    def _read_lines(self, phase: ReadPhase) -> None:
+        """``read_until(b"\\n", on_line)``, reissued from the callback as a user writes it."""
+        stream = self._stream
         remaining = phase.count
         feed = phase.feed
-        end = phase.end
-        next_phase = self._next_phase
 
-        def on_data(data: bytes) -> None:
+        def on_line(data: bytes) -> None:
             nonlocal remaining
             feed(data)
             remaining -= 1
             if remaining:
-                read()
+                stream.read_until(b"\n", on_line)
             else:
-                end()
-                next_phase()
+                phase.end()
+                self._next_phase()
 
-        read: Callable[[], None]
-        if phase.until:
-            read = functools.partial(stream.read_until, b"\n", on_data)
-        else:
-            read = functools.partial(stream.read_bytes, phase.size, on_data)
-        read()
+        stream.read_until(b"\n", on_line)
+
+    def _read_blocks(self, phase: ReadPhase) -> None:
+        """``read_bytes(size, on_block)``, reissued from the callback."""
+        stream = self._stream
+        remaining = phase.count
+        feed = phase.feed
+        size = phase.size
+
+        def on_block(data: bytes) -> None:
+            nonlocal remaining
+            feed(data)
+            remaining -= 1
+            if remaining:
+                stream.read_bytes(size, on_block)
+            else:
+                phase.end()
+                self._next_phase()
+
+        stream.read_bytes(size, on_block)
