@@ -27,11 +27,13 @@ from __future__ import annotations
 import datetime
 import heapq
 import logging
+import math
 import numbers
 import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -108,6 +110,15 @@ class _Waker:
         self.writer.close()
 
 
+#: Every open loop, so that a forked child can give each its own waker.
+_live_loops: weakref.WeakSet[IOLoop] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for loop in list(_live_loops):
+        loop._new_waker_after_fork()
+
+
 class IOLoop:
     """A level-triggered event loop over a :class:`~iostream.pollers.Poller`.
 
@@ -149,6 +160,24 @@ class IOLoop:
         self._closed = False
         self._polling = False
         self._thread_ident: int | None = None
+        self._waker = _Waker()
+        self.add_handler(self._waker.fileno(), self._waker.drain, READ)
+        _live_loops.add(self)
+
+    def _new_waker_after_fork(self) -> None:
+        """In a forked child: replace the waker the parent still shares.
+
+        A socket pair survives fork shared by both processes: a wake-up
+        written in the child could be read (and swallowed) by the parent's
+        loop, and the child's loop would sleep on. The pollers re-create
+        their kernel objects in the child (see ``iostream.pollers``), so the
+        old waker is simply swapped for a new one in the table.
+        """
+        if self._closed:
+            return
+        old = self._waker
+        self.remove_handler(old.fileno())
+        old.close()  # the child's copies only; the parent keeps its own
         self._waker = _Waker()
         self.add_handler(self._waker.fileno(), self._waker.drain, READ)
 
@@ -286,6 +315,8 @@ class IOLoop:
             when = self.time() + deadline.total_seconds()
         elif isinstance(deadline, numbers.Real) and not isinstance(deadline, bool):
             when = float(deadline)
+            if not math.isfinite(when):
+                raise ValueError(f"deadline must be a finite number, got {deadline!r}")
         else:
             raise TypeError(
                 "deadline must be a number on IOLoop.time()'s clock or a timedelta, "
@@ -297,6 +328,10 @@ class IOLoop:
         """Call ``callback(*args)`` after *delay* seconds; return the handle."""
         if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
             raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
+        if not math.isfinite(delay):
+            # A NaN deadline would sit on top of the heap for ever, blocking
+            # every later timer; an infinite one is "never": don't add it.
+            raise ValueError(f"delay must be a finite number of seconds, got {delay!r}")
         return self._schedule(self.time() + float(delay), callback, args)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> _Timeout:
@@ -318,6 +353,10 @@ class IOLoop:
 
     def remove_timeout(self, handle: _Timeout) -> None:
         """Cancel a timer; a no-op for one that already ran or was cancelled."""
+        if not isinstance(handle, _Timeout):
+            raise TypeError(
+                f"handle must be what call_later/add_timeout returned, not {type(handle).__name__}"
+            )
         if handle.callback is not None:
             handle.callback = None
             handle.args = ()
@@ -476,3 +515,7 @@ class IOLoop:
 
     def __repr__(self) -> str:
         return f"<IOLoop poller={self.poller.name!r} handlers={self.handler_count()}>"
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -35,6 +35,7 @@ Costs are linear in the bytes moved; see :mod:`iostream._buffer`.
 
 from __future__ import annotations
 
+import errno
 import numbers
 import socket
 import ssl
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from iostream._buffer import ReadBuffer, WriteBuffer
-from iostream._platform import _WINDOWS, error_from_code, is_would_block
+from iostream._platform import _WINDOWS, WSAENOBUFS, error_from_code, is_would_block
 from iostream.ioloop import IOLoop, app_log
 from iostream.pollers import ERROR, READ, WRITE
 
@@ -125,6 +126,30 @@ def _check_size(value: object, name: str, minimum: int, optional: bool = False) 
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+#: The size options of a stream: name -> (smallest value, None allowed).
+_STREAM_OPTIONS = {
+    "max_buffer_size": (1, False),
+    "read_chunk_size": (1, False),
+    "max_write_buffer_size": (0, True),
+    "write_chunk_size": (1, True),
+}
+
+
+def check_stream_options(**options: Any) -> None:
+    """Validate IOStream's size options (also for TCPServer's ``stream_kwargs``).
+
+    Raises :class:`TypeError` for an unknown name or a non-int, and
+    :class:`ValueError` for a value too small, naming the option.
+    """
+    for name, value in options.items():
+        if name not in _STREAM_OPTIONS:
+            raise TypeError(
+                f"unknown stream option {name!r}; known: {', '.join(sorted(_STREAM_OPTIONS))}"
+            )
+        minimum, optional = _STREAM_OPTIONS[name]
+        _check_size(value, name, minimum, optional=optional)
 
 
 # -- pending reads -------------------------------------------------------------
@@ -268,10 +293,12 @@ class IOStream:
             raise ValueError(f"socket must be a SOCK_STREAM socket, not {socket.type!r}")
         if io_loop is not None and not isinstance(io_loop, IOLoop):
             raise TypeError(f"io_loop must be an IOLoop or None, not {type(io_loop).__name__}")
-        _check_size(max_buffer_size, "max_buffer_size", 1)
-        _check_size(read_chunk_size, "read_chunk_size", 1)
-        _check_size(max_write_buffer_size, "max_write_buffer_size", 0, optional=True)
-        _check_size(write_chunk_size, "write_chunk_size", 1, optional=True)
+        check_stream_options(
+            max_buffer_size=max_buffer_size,
+            read_chunk_size=read_chunk_size,
+            max_write_buffer_size=max_write_buffer_size,
+            write_chunk_size=write_chunk_size,
+        )
         socket.setblocking(False)
         #: The socket (an ``ssl.SSLSocket`` once TLS has been set up).
         self.socket = socket
@@ -328,11 +355,15 @@ class IOStream:
         certificate check).
         """
         _check_callback(callback, "callback", optional=True)
-        if self._state != _OPEN or self._connect_callback is not None:
+        if server_hostname is not None and not isinstance(server_hostname, str):
+            raise TypeError(
+                f"server_hostname must be a str or None, not {type(server_hostname).__name__}"
+            )
+        if self._state is not _OPEN or self._connect_callback is not None:
             raise RuntimeError(f"connect() needs a new stream, this one is {self._state}")
+        if _is_connected(self.socket):
+            raise RuntimeError("connect() on a stream whose socket is already connected")
         self._prepare_connect(address, server_hostname)
-        self._connect_callback = callback
-        self._state = _CONNECTING
         try:
             self.socket.connect(address)
         except OSError as exc:
@@ -342,6 +373,14 @@ class IOStream:
             if not (is_would_block(exc) or isinstance(exc, InterruptedError)):
                 self.close(exc)
                 return
+        except (TypeError, ValueError, OverflowError) as exc:
+            # A malformed address: nothing happened, the stream stays new.
+            raise type(exc)(
+                f"address {address!r} is not valid for this socket "
+                f"(expected (host, port) with port an int from 0 to 65535): {exc}"
+            ) from exc
+        self._connect_callback = callback
+        self._state = _CONNECTING
         self._set_events(WRITE | ERROR)
 
     def read_until(
@@ -545,11 +584,11 @@ class IOStream:
     def _start_read(self, read: _PendingRead) -> None:
         if self._pending is not None or self._completed_read is not None:
             raise RuntimeError("a read is already pending on this stream")
-        if self._draining:
+        if self._draining and self._state is not _CLOSED:
             # Inside a stream callback: the trampoline takes it from here.
             self._pending = read
             return
-        if self._state == _CLOSED:
+        if self._state is _CLOSED:
             # Only what is buffered can satisfy it now.
             try:
                 data = read.complete(self._read_buffer, True)
@@ -916,6 +955,13 @@ class IOStream:
                 return 0
             except OSError as exc:
                 if is_would_block(exc):
+                    if len(view) > WINDOWS_WRITE_CHUNK_SIZE and _is_no_buffer_space(exc):
+                        # Windows refuses a send larger than the socket
+                        # buffer (WSAENOBUFS) instead of sending part: with
+                        # a write_chunk_size above 128 KiB, every retry of
+                        # this size would fail again. Cap it from now on.
+                        # The caller queues the rest; the next send uses it.
+                        self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE
                     return 0
                 self.close(exc)
                 return -1
@@ -1020,19 +1066,21 @@ class SSLIOStream(IOStream):
     def _continue_handshake(self) -> None:
         sock = self.socket
         assert isinstance(sock, ssl.SSLSocket)
-        try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._want_write = False
-            return
-        except ssl.SSLWantWriteError:
-            self._want_write = True
-            return
-        except InterruptedError:
-            return
-        except (ssl.SSLError, OSError) as exc:
-            self.close(exc)
-            return
+        while True:
+            try:
+                sock.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._want_write = False
+                return
+            except ssl.SSLWantWriteError:
+                self._want_write = True
+                return
+            except InterruptedError:
+                continue  # EINTR: the step did not run; run it again
+            except (ssl.SSLError, OSError) as exc:
+                self.close(exc)
+                return
         self._want_write = False
         self._state = _OPEN
         IOStream._on_connected(self)
@@ -1070,6 +1118,21 @@ class SSLIOStream(IOStream):
         if self._state == _OPEN and self._want_write:
             events |= WRITE
         return events
+
+
+def _is_no_buffer_space(exc: OSError) -> bool:
+    """True for WSAENOBUFS (Windows) or ENOBUFS: "that send is too large now"."""
+    code = getattr(exc, "winerror", None) or exc.errno
+    return code in (WSAENOBUFS, errno.ENOBUFS)
+
+
+def _is_connected(sock: socket.socket) -> bool:
+    """True if *sock* has a peer (``getpeername`` answers)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 _SSL_OPTION_KEYS = frozenset({"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers"})
@@ -1113,10 +1176,21 @@ def make_ssl_context(
                 context.check_hostname = False
             context.verify_mode = ssl_options["cert_reqs"]
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ssl_options.get("certfile"):
-        context.load_cert_chain(ssl_options["certfile"], ssl_options.get("keyfile"))
-    if ssl_options.get("ca_certs"):
-        context.load_verify_locations(ssl_options["ca_certs"])
+    try:
+        if ssl_options.get("certfile"):
+            context.load_cert_chain(ssl_options["certfile"], ssl_options.get("keyfile"))
+        if ssl_options.get("ca_certs"):
+            context.load_verify_locations(ssl_options["ca_certs"])
+    except OSError as exc:
+        # ssl's own message names neither the option nor the file.
+        names = ", ".join(
+            f"{key}={ssl_options[key]!r}"
+            for key in ("certfile", "keyfile", "ca_certs")
+            if ssl_options.get(key)
+        )
+        raise type(exc)(
+            exc.errno, f"ssl_options: cannot load {names}: {exc.strerror or exc}"
+        ) from exc
     if ssl_options.get("ciphers"):
         context.set_ciphers(ssl_options["ciphers"])
     return context

@@ -11,7 +11,7 @@ from typing import Any
 from iostream._platform import _WINDOWS, is_would_block
 from iostream.ioloop import IOLoop, app_log
 from iostream.pollers import READ
-from iostream.stream import IOStream, SSLIOStream, make_ssl_context
+from iostream.stream import IOStream, SSLIOStream, check_stream_options, make_ssl_context
 
 #: Connections accepted per readiness event at most, so that a flood of
 #: connects cannot starve the streams already open.
@@ -63,6 +63,7 @@ class TCPServer:
         self.ssl_context = (
             make_ssl_context(ssl_options, server_side=True) if ssl_options is not None else None
         )
+        check_stream_options(**stream_kwargs)
         self._stream_kwargs = stream_kwargs
         self._sockets: list[socket.socket] = []
 
@@ -81,14 +82,23 @@ class TCPServer:
         )
         seen: set[tuple[Any, ...]] = set()
         bound_port = port
-        for family, type_, proto, _, sockaddr in infos:
-            key = (family, sockaddr[0])
-            if key in seen:
-                continue
-            seen.add(key)
-            address_port = (sockaddr[0], bound_port, *sockaddr[2:])
-            sock = self._bind(family, type_, proto, address_port, backlog)
-            bound_port = sock.getsockname()[1]
+        bound: list[socket.socket] = []
+        try:
+            for family, type_, proto, _, sockaddr in infos:
+                key = (family, sockaddr[0])
+                if key in seen:
+                    continue
+                seen.add(key)
+                address_port = (sockaddr[0], bound_port, *sockaddr[2:])
+                sock = self._bind(family, type_, proto, address_port, backlog)
+                bound.append(sock)
+                bound_port = sock.getsockname()[1]
+        except BaseException:
+            # All or nothing: a failed bind leaves no half-open listener.
+            for sock in bound:
+                sock.close()
+            raise
+        for sock in bound:
             self.add_socket(sock)
         return bound_port
 
@@ -113,6 +123,8 @@ class TCPServer:
 
     def add_socket(self, sock: socket.socket) -> None:
         """Accept connections on an already listening socket."""
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"sock must be a listening socket.socket, not {type(sock).__name__}")
         sock.setblocking(False)
         self.io_loop.add_handler(sock, self._on_readable, READ)
         self._sockets.append(sock)
@@ -158,8 +170,8 @@ class TCPServer:
         self.io_loop.call_later(FD_EXHAUSTED_PAUSE, resume)
 
     def _start_stream(self, connection: socket.socket, address: Any) -> None:
+        stream: IOStream | None = None
         try:
-            stream: IOStream
             if self.ssl_context is not None:
                 stream = SSLIOStream(
                     connection,
@@ -171,5 +183,11 @@ class TCPServer:
             else:
                 stream = IOStream(connection, io_loop=self.io_loop, **self._stream_kwargs)
             self.handle_stream(stream, address)
-        except Exception:
+        except Exception as exc:
             app_log.exception("Error in handle_stream for connection from %r", address)
+            # Nobody will serve this connection: close it rather than leave
+            # the client hanging (and the stream registered in the loop).
+            if stream is not None:
+                stream.close(exc)
+            else:
+                connection.close()

@@ -210,14 +210,6 @@ def test_child_closing_its_loop_leaves_parent_streams_working(
     assert back.wait() == b"pong"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the IOLoop's waker socket pair is inherited by a forked child and not "
-    "re-created: a wake-up made in the child (add_callback from a thread, stop(), "
-    "call_later from another thread) lands in the parent's loop, and the parent's "
-    "drain can swallow the child's wake-up (the child's loop then sleeps on). "
-    "Fix: os.register_at_fork(after_in_child=...) re-creating each live loop's waker.",
-)
 def test_child_wakeups_do_not_reach_the_parent(io_loop: IOLoop) -> None:
     # The parent's loop has nothing to do: its poller reports nothing.
     assert io_loop.poller.poll(0) == []

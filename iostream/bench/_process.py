@@ -14,6 +14,9 @@ from typing import IO, Any
 
 from iostream.bench._proc import parse_message
 
+#: The interpreter the workers run on (a tool may point it at a wrapper, e.g. valgrind).
+PYTHON = sys.executable
+
 #: The directory that holds the ``iostream`` package the harness itself runs.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -32,7 +35,7 @@ class Worker:
         # Closed in finish(); a file, not a pipe, so a chatty worker cannot block.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "iostream.bench._worker", json.dumps(spec)],
+            [PYTHON, "-m", "iostream.bench._worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

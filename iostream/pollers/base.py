@@ -71,6 +71,23 @@ def fd_of(fileobj: FileDescriptorLike) -> int:
 _PollerT = TypeVar("_PollerT", bound="Poller")
 
 
+def normalize_timeout(timeout: float | None) -> float | None:
+    """``poll``'s timeout as ``None`` (block) or seconds >= 0.
+
+    A negative timeout means "do not wait" (0). Anything that is not a real
+    number, and NaN, gets an error that names ``timeout``.
+    """
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    if timeout != timeout:
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return timeout if timeout > 0 else 0.0
+
+
 class Poller(abc.ABC):
     """The abstract poller: register fds with event masks, then wait.
 

@@ -16,7 +16,7 @@ import select
 import sys
 from typing import Any
 
-from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller
+from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
 
 _epoll: Any = getattr(select, "epoll", None)
 
@@ -61,6 +61,13 @@ class EpollPoller(FdTablePoller):
         self._ghost_fds.discard(fd)
         try:
             self._epoll.register(fd, events & _ASKABLE)
+        except PermissionError:
+            # EPERM: epoll cannot watch regular files and directories (they
+            # are always ready, so there is nothing to wait for).
+            raise ValueError(
+                f"epoll cannot watch fd {fd} (a regular file or directory: always "
+                "ready); use 'poll' or 'select' for it"
+            ) from None
         except FileExistsError:
             # EEXIST while our table says "not registered": the kernel still
             # holds an entry for this fd number from a registration we
@@ -108,12 +115,9 @@ class EpollPoller(FdTablePoller):
         Returns the kernel's ``(fd, events)`` list as it is: the bits already
         are READ/WRITE/ERROR.
         """
-        if timeout is None:
-            timeout = -1.0
-        elif timeout < 0:
-            timeout = 0.0
+        timeout = normalize_timeout(timeout)
         try:
-            events: list[tuple[int, int]] = self._epoll.poll(timeout)
+            events: list[tuple[int, int]] = self._epoll.poll(-1.0 if timeout is None else timeout)
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475) and only lets it out if
             # a signal handler raised InterruptedError; SPEC says an

@@ -16,7 +16,7 @@ import select
 import sys
 from typing import Any, ClassVar
 
-from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller
+from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
 
 
 class KqueuePoller(FdTablePoller):
@@ -117,8 +117,7 @@ class KqueuePoller(FdTablePoller):
         - EV_ERROR (an entry for a change that failed; ``data`` is the errno)
           -> ERROR.
         """
-        if timeout is not None and timeout < 0:
-            timeout = 0.0  # kqueue.control refuses a negative timeout
+        timeout = normalize_timeout(timeout)  # kqueue.control refuses a negative one
         try:
             # At least 1: with room for no events, kevent() returns at once
             # instead of waiting.

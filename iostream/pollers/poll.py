@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from iostream._platform import _MACOS
-from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller
+from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
 
 _poll: Any = getattr(select, "poll", None)
 _POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
@@ -77,10 +77,11 @@ class PollPoller(FdTablePoller):
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         """Wait up to *timeout* seconds (None: for ever; negative: 0) for events."""
+        timeout = normalize_timeout(timeout)
         if timeout is not None:
             # poll() counts milliseconds; CPython rounds a fraction up, so a
             # short timeout does not turn into a busy 0.
-            timeout = timeout * 1000.0 if timeout > 0 else 0
+            timeout = timeout * 1000.0
         try:
             events: list[tuple[int, int]] = self._pollobj.poll(timeout)
         except InterruptedError:

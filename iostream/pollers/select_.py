@@ -26,7 +26,14 @@ import time
 from collections.abc import Iterable
 
 from iostream._platform import _WINDOWS
-from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, other_backends_hint
+from iostream.pollers.base import (
+    ERROR,
+    READ,
+    WRITE,
+    FdTablePoller,
+    normalize_timeout,
+    other_backends_hint,
+)
 
 #: The select function used; a test replaces it with a stand-in.
 _select = select.select
@@ -93,8 +100,7 @@ class SelectPoller(FdTablePoller):
         """Wait up to *timeout* seconds (None: for ever; negative: 0) for events."""
         if self._closed:
             self._check_open()
-        if timeout is not None and timeout < 0:
-            timeout = 0.0
+        timeout = normalize_timeout(timeout)
         readers = self._readers
         writers = self._writers
         if self._windows and not readers and not writers:
