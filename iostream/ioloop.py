@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from iostream._platform import _WINDOWS
 from iostream.pollers import ERROR, READ, WRITE, Poller, choose
 from iostream.pollers.base import FileDescriptorLike, fd_of
 
@@ -374,10 +375,13 @@ class IOLoop:
             raise RuntimeError("IOLoop is already running")
         if self._closed:
             raise RuntimeError("IOLoop is closed")
+        # Up before `_stopped` is looked at: a stop() from another thread in
+        # between then either is seen here or ends the first iteration.
+        self._running = True
         if self._stopped:
             self._stopped = False
+            self._running = False
             return
-        self._running = True
         previous_ident = self._thread_ident
         self._thread_ident = threading.get_ident()
         try:
@@ -418,9 +422,13 @@ class IOLoop:
                 run(callback, args)
             for handle in due:
                 callback = handle.callback  # type: ignore[assignment]
-                if callback is not None:  # not cancelled by an earlier one
+                if callback is not None:
                     handle.callback = None
                     run(callback, handle.args)
+                else:
+                    # Cancelled by an earlier one of this batch, after it
+                    # left the heap: remove_timeout counted it as in the heap.
+                    self._cancelled_timers -= 1
 
             if not self._running:
                 break
@@ -499,7 +507,13 @@ class IOLoop:
                     continue
                 try:
                     if isinstance(fileobj, int):
-                        os.close(fileobj)
+                        # socket.close, not os.close: on Windows (the only
+                        # fds select takes there are sockets) os.close
+                        # cannot close a socket handle.
+                        if _WINDOWS:
+                            socket.close(fileobj)
+                        else:
+                            os.close(fileobj)
                     else:
                         fileobj.close()
                 except OSError:

@@ -2,9 +2,12 @@
 
 A stream is one state machine, kept here in one place::
 
-    CONNECTING --(connected)--> [HANDSHAKING --(TLS done)-->] OPEN --> CLOSED
-        \\___________________ (error / close()) ____________________/
+    NEW --connect()--> CONNECTING --> [HANDSHAKING -->] OPEN --> CLOSED
+      \\_____________ (an error or close(), from any state) ____/
 
+* ``NEW``: made on a socket that is not connected yet. Nothing is watched
+  (an unconnected socket reports a hang-up); reads, writes and a close
+  callback may be set up and wait for ``connect``.
 * ``CONNECTING``: ``connect`` was called; the socket is watched for WRITE.
   Reads and writes may be issued; they wait.
 * ``HANDSHAKING`` (SSLIOStream only): the TLS handshake runs without
@@ -247,7 +250,13 @@ class _ReadUntilClose(_PendingRead):
 
 # -- the stream ---------------------------------------------------------------------
 
-_CONNECTING, _HANDSHAKING, _OPEN, _CLOSED = "connecting", "handshaking", "open", "closed"
+_NEW, _CONNECTING, _HANDSHAKING, _OPEN, _CLOSED = (
+    "new",
+    "connecting",
+    "handshaking",
+    "open",
+    "closed",
+)
 
 
 class IOStream:
@@ -317,7 +326,7 @@ class IOStream:
         self.write_chunk_size = write_chunk_size
         #: The exception that closed the stream, or None.
         self.error: BaseException | None = None
-        self._state = _OPEN
+        self._state = _OPEN if _is_connected(socket) else _NEW
         self._read_buffer = ReadBuffer()
         self._pending: _PendingRead | None = None
         # A read whose data was taken from the buffer at once, waiting for
@@ -359,10 +368,10 @@ class IOStream:
             raise TypeError(
                 f"server_hostname must be a str or None, not {type(server_hostname).__name__}"
             )
-        if self._state is not _OPEN or self._connect_callback is not None:
-            raise RuntimeError(f"connect() needs a new stream, this one is {self._state}")
-        if _is_connected(self.socket):
-            raise RuntimeError("connect() on a stream whose socket is already connected")
+        if self._state is not _NEW:
+            raise RuntimeError(
+                f"connect() needs a stream on an unconnected socket; this one is {self._state}"
+            )
         self._prepare_connect(address, server_hostname)
         try:
             self.socket.connect(address)
@@ -757,8 +766,8 @@ class IOStream:
                 events = READ | ERROR
             if self._write_buffer.size:
                 events |= WRITE
-        elif state is _CLOSED:
-            return
+        elif state is _CLOSED or state is _NEW:
+            return  # nothing to watch (yet)
         else:
             events = self._wanted_events()
         if events != self._events:

@@ -441,7 +441,12 @@ def format_report(report: dict[str, Any]) -> str:
     for key, value in report.items():
         if key == "ok":
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        if (
+            key != "seed"
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= 10_000
+        ):
             value = f"{value:,}"
         lines.append(f"  {key:24} {value}")
     return "\n".join(lines)
