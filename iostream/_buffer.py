@@ -23,7 +23,8 @@ operation              cost
                        rest is at most ``MERGE_LIMIT`` (merged into one chunk);
                        amortised O(len(chunk)) once accumulating
 ``find(d, start)``     O(bytes searched): callers resume where they stopped
-``take_through(d, …)`` O(bytes searched + bytes taken)
+``take_through(d, …)`` O(bytes searched + bytes taken); ``IOStream.read_until``
+                       inlines its head-form case (keep the two in step)
 ``take(n)``            O(n) (one copy); O(1) when it is a whole head chunk
 ``size``               O(1), an attribute kept up to date
 =====================  ==========================================================
@@ -75,16 +76,19 @@ class ReadBuffer:
         #: Number of bytes buffered.
         self.size = 0
 
-    def append(self, chunk: bytes) -> None:
-        """Add *chunk* (non-empty ``bytes``) at the end."""
+    def append(self, chunk: bytes | memoryview) -> None:
+        """Add *chunk* (non-empty) at the end.
+
+        A ``memoryview`` (of a reusable receive buffer, say) is copied once:
+        straight into the accumulator when there is one, else into ``bytes``.
+        """
         size = self.size
         self.size = size + len(chunk)
-        if size == 0:
-            self._head = chunk
-            self._pos = 0
-            self._acc = None
-        elif self._acc is not None:
+        if self._acc is not None:
             self._acc += chunk
+        elif size == 0:
+            self._head = chunk if isinstance(chunk, bytes) else chunk.tobytes()
+            self._pos = 0
         elif size <= MERGE_LIMIT:
             self._head = self._head[self._pos :] + chunk
             self._pos = 0
@@ -146,7 +150,7 @@ class ReadBuffer:
                 self._pos = 0
             return data
         if not remaining:
-            self._acc = None
+            self._acc = None  # (an empty buffer is in head form again)
             return bytes(acc)
         with memoryview(acc) as view, view[:n] as front:
             data = front.tobytes()

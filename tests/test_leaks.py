@@ -65,12 +65,17 @@ class Baseline:
 
     def __init__(self, io_loop: IOLoop) -> None:
         self.io_loop = io_loop
+        # Garbage from earlier tests in this process (sockets in reference
+        # cycles) would otherwise be collected mid-test and close fds that
+        # the baseline counted: collect it first.
+        gc.collect()
         self.fds = fd_count()
         self.handlers = io_loop.handler_count()
         self.poller_fds = _poller_size(io_loop)
 
     def check(self) -> None:
         """Assert every gauge is back where it was."""
+        gc.collect()
         assert self.io_loop.handler_count() == self.handlers
         assert _poller_size(self.io_loop) == self.poller_fds
         if self.fds is not None:

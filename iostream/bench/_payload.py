@@ -52,10 +52,15 @@ def _body(seq: int) -> memoryview:
     return _POOL_VIEW[offset : offset + _BODY]
 
 
+def block_parts(seq: int) -> tuple[bytes, memoryview, bytes]:
+    """Return block number *seq* as its three pieces (for ``sendmsg``, no copy)."""
+    mark = seq.to_bytes(8, "little")
+    return mark, _body(seq), mark
+
+
 def block(seq: int) -> bytes:
     """Return block number *seq* (``BLOCK`` bytes)."""
-    mark = seq.to_bytes(8, "little")
-    return b"".join((mark, _body(seq), mark))
+    return b"".join(block_parts(seq))
 
 
 def blocks(first: int, count: int) -> bytes:

@@ -1,9 +1,10 @@
 """The sender of the one-way workloads: plain blocking sockets, the same for every peer.
 
 It connects, sends the hello, then for each phase waits for the receiver's
-``go`` bytes and sends the payload with ``sendall`` (bulk: one 64 KiB block
-per call). Payloads other than bulk are built before the connection, so no
-building is ever on the receiver's clock. It ends by waiting for the
+``go`` bytes and sends the payload (bulk: 16 blocks of 64 KiB per
+``sendmsg``, see :data:`~iostream.bench._jobs.BLOCKS_PER_WRITE`).
+Payloads other than bulk are built before the connection, so no building
+is ever on the receiver's clock. It ends by waiting for the
 receiver to close, and reports what it sent.
 """
 
@@ -32,15 +33,33 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _prepared(
-    specs: list[_jobs.PhaseSpec], cache_dir: str | None
-) -> list[Iterable[bytes | memoryview]]:
+def _prepared(specs: list[_jobs.PhaseSpec], cache_dir: str | None) -> list[Iterable[_jobs.Write]]:
     """Materialise every payload except the bulk blocks (cheap, made as they go)."""
-    ready: list[Iterable[bytes | memoryview]] = []
+    ready: list[Iterable[_jobs.Write]] = []
     for spec in specs:
-        chunks = _jobs.payload(spec, cache_dir)
-        ready.append(chunks if spec.label in ("bulk", "tls-bulk") else list(chunks))
+        writes = _jobs.payload(spec, cache_dir)
+        ready.append(writes if spec.label in ("bulk", "tls-bulk") else list(writes))
     return ready
+
+
+def _write(sock: socket.socket, parts: _jobs.Write) -> int:
+    """Send *parts* as one write: ``sendmsg`` (no copy) where it exists, else one ``sendall``.
+
+    TLS sockets and Windows have no ``sendmsg``. A blocking ``sendmsg`` can
+    still stop short (a signal); the rest is sent by the loop.
+    """
+    total = sum(len(part) for part in parts)
+    if isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+        sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
+        return total
+    views = [memoryview(part) for part in parts]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if views and sent:
+            views[0] = views[0][sent:]
+    return total
 
 
 def send(
@@ -68,15 +87,14 @@ def send(
     sent: dict[str, int] = {}
     busy: dict[str, float] = {}
     with sock:
-        for spec, chunks in zip(specs, payloads, strict=True):
+        for spec, writes in zip(specs, payloads, strict=True):
             if spec.go and _recv_exact(sock, len(spec.go)) != spec.go:
                 raise SenderError(f"phase {spec.label!r}: wrong 'go' bytes")
             label = spec.label or "hello"
             started, cpu_started = time.perf_counter(), time.process_time()
             total = 0
-            for chunk in chunks:
-                sock.sendall(chunk)
-                total += len(chunk)
+            for parts in writes:
+                total += _write(sock, parts)
             sent[label] = total
             busy[label] = (time.process_time() - cpu_started) / (time.perf_counter() - started)
         if _wait_close(sock):
