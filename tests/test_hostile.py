@@ -76,7 +76,7 @@ class RecordingReadBuffer(ReadBuffer):
         super().__init__()
         self.peak = 0
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes | memoryview) -> None:
         """Append, and record the new size if it is the largest yet."""
         super().append(chunk)
         if self.size > self.peak:
