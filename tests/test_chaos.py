@@ -30,7 +30,8 @@ arguments (faults print as ``short(3)``, ``block``, ``want_write``...) and
 the ``note`` lines: the calls each socket saw, and what each read got.
 
 Environment: ``IOSTREAM_TEST_NO_SHRINK=1`` (the mutation runner sets it)
-turns shrinking off and derandomizes, so a broken library fails fast.
+turns shrinking off, derandomizes, and stops at the first failing example,
+so a broken library fails fast and the same way every time.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def chaos_settings(max_examples: int) -> settings:
             HealthCheck.too_slow,
             HealthCheck.data_too_large,
         ],
-        phases=[p for p in Phase if not (_NO_SHRINK and p is Phase.shrink)],
+        phases=[p for p in Phase if not (_NO_SHRINK and p in (Phase.shrink, Phase.explain))],
         derandomize=_NO_SHRINK,  # (which also keeps the example database out)
+        report_multiple_bugs=not _NO_SHRINK,  # mutation runs: stop at the first failure
         print_blob=True,
     )
 
@@ -352,13 +354,6 @@ class Exchange:
             self._start_tail()
             return
         read = self.reads[self._next_read]
-        if self.reader.closed() and not resumed:
-            # WORKAROUND for a library bug (test_read_from_callback_on_closed_stream_raises):
-            # a read issued from a stream callback on a closed stream that the
-            # buffer cannot satisfy is dropped silently instead of raising
-            # StreamClosedError. Issued from the loop instead, it raises.
-            self.io_loop.add_callback(self._issue_read, True)
-            return
         if read.later and not resumed:
             self.io_loop.add_callback(self._issue_read, True)
             return
@@ -502,6 +497,7 @@ def run_plain(
         assert violations == [], violations[:5]
     except BaseException:
         note(f"payload: {len(payload)} bytes; writes cut to {writes!r}")
+        note(f"send violations: {wsock.send_violations(payload)[:5]!r}")
         note(f"writer socket: {wsock.log[:60]!r}")
         note(f"reader socket: {rsock.log[:60]!r}")
         note(f"reads got: {[(len(g), bytes(g[:20])) for g in ex.got]!r}; tail {ex.tail!r:.60}")
@@ -614,6 +610,7 @@ def run_tls(
         assert bytes(wchaos.sent) == payload, "the TLS socket accepted other bytes"
     except BaseException:
         note(f"payload: {len(payload)} bytes; writes cut to {writes!r}")
+        note(f"retry violations: {(wchaos.violations + rchaos.violations)[:5]!r}")
         note(f"writer TLS socket: {wchaos.log[:60]!r}")
         note(f"reader TLS socket: {rchaos.log[:60]!r}")
         note(f"reads got: {[(len(g), bytes(g[:20])) for g in ex.got]!r}; tail {ex.tail!r:.60}")
@@ -714,18 +711,11 @@ def test_want_write_retry_resends_the_same_bytes(io_loop: IOLoop, tls: TLSFiles)
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug reported to the lead: InterruptedError from do_handshake is not "
-        "retried; the stream waits for READ while its ClientHello was never sent"
-    ),
-)
 def test_interrupted_handshake_step_is_retried(io_loop: IOLoop, tls: TLSFiles) -> None:
     """An ``InterruptedError`` from ``do_handshake`` is retried (SPEC: EINTR never
     closes a stream), not left waiting for an event the stalled handshake will
     never produce: here it hits the client's first step, before its ClientHello
-    went out, so waiting for READ would wait for ever."""
+    went out, so waiting for READ would wait for ever (found here, now fixed)."""
     cchaos = TLSChaos()
     cchaos.handshake_faults.append(Fault("eintr"))
     client, server = tls_pair(io_loop, tls, cchaos, TLSChaos(), tickets=True)
@@ -740,24 +730,16 @@ def test_interrupted_handshake_step_is_retried(io_loop: IOLoop, tls: TLSFiles) -
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug reported to the lead: a read issued from a callback on a closed "
-        "stream, that the buffer cannot satisfy, is dropped silently"
-    ),
-)
 def test_read_from_callback_on_closed_stream_raises(io_loop: IOLoop) -> None:
     """SPEC: "a read that cannot be satisfied ... on a closed stream raises
     StreamClosedError" — also when issued from a stream callback.
 
-    Found by :func:`test_tls_chaos`: the peer closed, the stream holds 10
-    bytes; ``read_bytes(5)`` succeeds from the buffer; from its callback,
-    ``read_bytes(100)`` cannot be satisfied. Expected: it raises
-    ``StreamClosedError``. Actual: ``_start_read`` sees ``_draining`` and only
-    records the read; ``_drain`` then drops it (``self._pending = None`` once
-    closed) — no exception, no callback, and the close callback, which is
-    meant to tell the caller, has already run.
+    Found by :func:`test_tls_chaos` (now fixed): the peer closed, the stream
+    holds 10 bytes; ``read_bytes(5)`` succeeds from the buffer; from its
+    callback, ``read_bytes(100)`` cannot be satisfied and must raise
+    ``StreamClosedError``. It used to be recorded as pending (the stream was
+    in its trampoline) and then dropped silently: no exception, no callback,
+    and the close callback, which might have told the caller, had already run.
     """
     a, b = loopback_pair()
     stream = IOStream(a, io_loop=io_loop)

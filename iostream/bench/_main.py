@@ -116,7 +116,7 @@ def _choose_peers(args: argparse.Namespace, notes: list[str]) -> list[str]:
     peers = _split(args.peers) or list(DEFAULT_PEERS)
     unknown = [name for name in peers if name not in PEERS]
     if unknown:
-        raise SystemExit(f"bench: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
+        raise ValueError(f"unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
     usable = []
     for name in peers:
         reason = PEERS[name].unavailable()
@@ -131,9 +131,7 @@ def _choose_workloads(args: argparse.Namespace) -> list[str]:
     workloads = _split(args.workloads) or list(WORKLOADS)
     unknown = [name for name in workloads if name not in WORKLOADS]
     if unknown:
-        raise SystemExit(
-            f"bench: unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}"
-        )
+        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
     return [name for name in WORKLOADS if name in workloads]
 
 
@@ -170,12 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         peers = _choose_peers(args, notes)
         workloads = _choose_workloads(args)
         base = QUICK if args.quick else FULL
-        sizes = dataclasses.replace(base, repeat=args.repeat or base.repeat)
+        sizes = dataclasses.replace(
+            base, repeat=base.repeat if args.repeat is None else args.repeat
+        )
         if sizes.repeat < 1:
-            raise SystemExit("bench: --repeat: expected a positive number")
+            raise ValueError(f"--repeat: expected a positive number, got {sizes.repeat}")
         jobs, skips = plan(peers, workloads, args.poller, sizes)
     except (ValueError, RuntimeError) as exc:
-        raise SystemExit(f"bench: {exc}") from None
+        sys.stderr.write(f"bench: {exc}\n")
+        return 2
     notes += skips
     if BASELINE not in peers:
         notes.append(f"no ratios: the baseline {BASELINE} is not among the peers")

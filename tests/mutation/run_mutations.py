@@ -199,12 +199,9 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "                return self.socket.recv_into(view, size)\n"
-                "            except InterruptedError:\n"
-                "                continue  # EINTR never closes a stream: retry\n",
-                "                return self.socket.recv_into(view, size)\n"
-                "            except InterruptedError:\n"
-                "                raise\n",
+                "            return self._recv_into(view, size)"
+                "  # EINTR never closes a stream: retry\n",
+                "            raise exc\n",
             )
         ],
     ),
@@ -215,10 +212,10 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "            buffer.append(view[:received].tobytes())\n",
+                "            buffer.append(view[:received])\n",
                 "            if received < size and self._short_read_drains:\n"
                 "                break\n"
-                "            buffer.append(view[:received].tobytes())\n",
+                "            buffer.append(view[:received])\n",
             )
         ],
     ),
@@ -263,6 +260,40 @@ MUTATIONS: list[Mutation] = [
         S,
         [("        while callbacks and callbacks[0][0] <= sent:\n", "        while callbacks:\n")],
     ),
+    # -- (k) the bugs this suite found, put back
+    Mutation(
+        "k1",
+        "regression: WSAENOBUFS on an oversized send retried with the same size (livelock)",
+        S,
+        [
+            (
+                "                        self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE\n",
+                "                        pass\n",
+            )
+        ],
+    ),
+    Mutation(
+        "k2",
+        "regression: a read issued from a callback on a closed stream is dropped silently",
+        S,
+        [
+            (
+                "        if self._draining and self._state is not _CLOSED:\n",
+                "        if self._draining:\n",
+            )
+        ],
+    ),
+    Mutation(
+        "k3",
+        "regression: InterruptedError from do_handshake is not retried",
+        S,
+        [
+            (
+                "                continue  # EINTR: the step did not run; run it again\n",
+                "                return\n",
+            )
+        ],
+    ),
     # -- (i) TLS want-* classification
     Mutation(
         "i1",
@@ -283,12 +314,12 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "        except ssl.SSLWantWriteError:\n"
-                "            self._want_write = True\n"
-                "            return\n",
-                "        except ssl.SSLWantWriteError:\n"
-                "            self._want_write = False\n"
-                "            return\n",
+                "            except ssl.SSLWantWriteError:\n"
+                "                self._want_write = True\n"
+                "                return\n",
+                "            except ssl.SSLWantWriteError:\n"
+                "                self._want_write = False\n"
+                "                return\n",
             )
         ],
     ),
@@ -440,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="only check that every mutation still applies"
+    )
     argv = sys.argv[1:] if argv is None else argv
     extra: list[str] = []
     if "--" in argv:
@@ -451,6 +485,17 @@ def main(argv: list[str] | None = None) -> int:
         for m in MUTATIONS:
             print(f"{m.id:4} {m.path:24} {m.title}")
         return 0
+    if args.check:
+        stale = 0
+        with tempfile.TemporaryDirectory(prefix="mut-") as tmp:
+            for m in MUTATIONS:
+                dest = Path(tmp) / m.id
+                dest.mkdir()
+                shutil.copytree(ROOT / "iostream", dest / "iostream")
+                why = apply(m, dest)
+                stale += bool(why)
+                print(f"{m.id:4} {'STALE: ' + why if why else 'applies'}")
+        return 1 if stale else 0
     chosen = MUTATIONS
     if args.only:
         wanted = set(args.only.split(","))
