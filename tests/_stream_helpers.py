@@ -84,6 +84,23 @@ def has_ipv6() -> bool:
     return True
 
 
+KiB = 1024
+MiB = 1024 * 1024
+
+
+def collect_close(stream: IOStream, waiter: support.Waiter | None = None) -> list[Any]:
+    """Set a close callback that records "close" (and signals *waiter*)."""
+    events: list[Any] = []
+
+    def on_close() -> None:
+        events.append("close")
+        if waiter is not None:
+            waiter.done("close")
+
+    stream.set_close_callback(on_close)
+    return events
+
+
 def closed_port(family: int = socket.AF_INET) -> int:
     """A loopback port that nothing listens on (bound once, then released)."""
     host = "::1" if family == socket.AF_INET6 else "127.0.0.1"

@@ -26,10 +26,13 @@ from typing import Any
 
 import pytest
 from _stream_helpers import (  # noqa: F401  (fixtures)
+    KiB,
+    MiB,
     StreamKit,
     Waiter,
     accept_on_loop,
     closed_port,
+    collect_close,
     frame_depth,
     free_high_fd,
     has_ipv6,
@@ -52,23 +55,6 @@ from iostream import (
     StreamClosedError,
     UnsatisfiableReadError,
 )
-
-KiB = 1024
-MiB = 1024 * 1024
-
-
-def collect_close(stream: IOStream, waiter: Waiter | None = None) -> list[Any]:
-    """Set a close callback that records "close" (and signals *waiter*)."""
-    events: list[Any] = []
-
-    def on_close() -> None:
-        events.append("close")
-        if waiter is not None:
-            waiter.done("close")
-
-    stream.set_close_callback(on_close)
-    return events
-
 
 # ---------------------------------------------------------------- API surface
 

@@ -17,35 +17,20 @@ import ssl
 from typing import Any
 
 import pytest
-from _stream_helpers import (  # noqa: F401  (fixtures)
+from _stream_helpers import (
+    KiB,
+    MiB,
     StreamKit,
     TLSFiles,
     Waiter,
     accept_on_loop,
     closed_port,
+    collect_close,
     settle,
     spin,
-    streams_fixture,
-    tls_fixture,
 )
 
 from iostream import IOLoop, IOStream, SSLIOStream, StreamClosedError
-
-KiB = 1024
-MiB = 1024 * 1024
-
-
-def watch_close(stream: IOStream, waiter: Waiter | None = None) -> list[str]:
-    """Record close callbacks of *stream* (and signal *waiter*)."""
-    events: list[str] = []
-
-    def on_close() -> None:
-        events.append("close")
-        if waiter is not None:
-            waiter.done("close")
-
-    stream.set_close_callback(on_close)
-    return events
 
 
 def echo_once(server: IOStream, n: int) -> None:
@@ -132,7 +117,7 @@ def test_default_server_hostname_checks_the_address_host(
         server_hostname=None,
         connect_callback=lambda: calls.append("connect"),
     )
-    watch_close(client, closed)
+    collect_close(client, closed)
     server.read_bytes(1, lambda d: None)
     closed.wait()
     settle(io_loop)
@@ -147,9 +132,9 @@ def test_wrong_host_name(io_loop: IOLoop, streams: StreamKit, tls: TLSFiles) -> 
     client, server = streams.ssl_pair(
         tls, server_hostname="wrong.example", connect_callback=lambda: calls.append("connect")
     )
-    events = watch_close(client, closed)
+    events = collect_close(client, closed)
     client.write(b"never sent", lambda: calls.append("write"))
-    watch_close(server, server_closed)
+    collect_close(server, server_closed)
     server.read_bytes(1, lambda d: None)
     closed.wait()
     server_closed.wait()
@@ -174,7 +159,7 @@ def test_untrusted_ca(io_loop: IOLoop, streams: StreamKit, tls: TLSFiles) -> Non
         client_options=tls.client_context(trust=tls.other_ca),
         connect_callback=lambda: calls.append("connect"),
     )
-    watch_close(client, closed)
+    collect_close(client, closed)
     server.read_bytes(1, lambda d: None)
     closed.wait()
     settle(io_loop)
@@ -190,7 +175,7 @@ def test_default_context_does_not_trust_a_private_ca(
     client = streams.track(SSLIOStream(socket.socket(), io_loop=io_loop))
     calls: list[str] = []
     closed = Waiter(io_loop)
-    watch_close(client, closed)
+    collect_close(client, closed)
     client.connect(
         listener.getsockname(), lambda: calls.append("connect"), server_hostname="localhost"
     )
@@ -213,7 +198,7 @@ def test_plaintext_client_on_tls_port(io_loop: IOLoop, streams: StreamKit, tls: 
         SSLIOStream(conn, ssl_options=tls.server_context(), server_side=True, io_loop=io_loop)
     )
     closed = Waiter(io_loop)
-    events = watch_close(server, closed)
+    events = collect_close(server, closed)
     server.read_bytes(10, lambda d: events.append("read"))
     peer.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
     closed.wait()
@@ -228,7 +213,7 @@ def test_refused_connect(io_loop: IOLoop, streams: StreamKit, tls: TLSFiles) -> 
     )
     calls: list[str] = []
     closed = Waiter(io_loop)
-    events = watch_close(client, closed)
+    events = collect_close(client, closed)
     client.connect(
         ("127.0.0.1", closed_port()), lambda: calls.append("connect"), server_hostname="localhost"
     )
@@ -289,7 +274,7 @@ def test_client_dict_keeps_verification_on(
     client, server = streams.ssl_pair(
         tls, client_options=options, connect_callback=lambda: calls.append("connect")
     )
-    watch_close(client, closed)
+    collect_close(client, closed)
     server.read_bytes(1, lambda d: None)
     closed.wait()
     settle(io_loop)
@@ -306,7 +291,7 @@ def test_client_dict_checks_host_name(io_loop: IOLoop, streams: StreamKit, tls: 
         server_hostname="wrong.example",
         connect_callback=lambda: calls.append("connect"),
     )
-    watch_close(client, closed)
+    collect_close(client, closed)
     server.read_bytes(1, lambda d: None)
     closed.wait()
     settle(io_loop)
@@ -490,7 +475,7 @@ def test_peer_close_is_noticed(io_loop: IOLoop, streams: StreamKit, tls: TLSFile
     server.read_bytes(1, lambda d: None)
     connected.wait()
     closed = Waiter(io_loop)
-    events = watch_close(server, closed)
+    events = collect_close(server, closed)
     client.close()
     closed.wait()
     settle(io_loop)
