@@ -8,6 +8,11 @@ Hypothesis draws, on every poller (the ``io_loop`` fixture):
   ``read_bytes`` (zero, small, large enough for the direct-read path; with
   or without ``streaming_callback``) and ``read_until_close``, each issued
   from the previous read's callback or from a later loop iteration;
+* whether the writer closes as soon as its writes are sent, or waits until
+  the reader has got every read the data can satisfy (data stuck in a
+  buffer — the stream's, or OpenSSL's — with no event to wake the reader
+  then stalls the example instead of being flushed out by the EOF);
+* the reader's ``read_chunk_size`` (64 KiB, 4 KiB, 512 B);
 * fault schedules (:class:`transport.Fault`, one token per call) for the
   writer's ``send`` and the reader's ``recv``: short sends, short reads,
   ``BlockingIOError`` (EAGAIN and WSAEWOULDBLOCK), ``InterruptedError``,
@@ -253,7 +258,8 @@ class Exchange:
 
     The writer issues the writes (one loop iteration before each ``later``
     one), checks each write callback against what its socket accepted, and
-    closes once the last callback ran. The reader runs the reads in order,
+    closes once the last callback ran (with *writer_waits*: and once the
+    reader has completed every read the data can satisfy). The reader runs the reads in order,
     each from the previous one's callback (or a later iteration); then, or
     once a read turns out never to complete (the writer's close ends it),
     it collects the rest with ``read_until_close``.
@@ -269,9 +275,15 @@ class Exchange:
         reads: list[Read],
         accepted: Callable[[], int],
         received: Callable[[], int],
+        writer_waits: bool = False,
     ) -> None:
         self.io_loop = io_loop
         self.received = received
+        self.writer_waits = writer_waits
+        # Reads the model says complete: a waiting writer closes only after them.
+        self.completable = len(model(payload, reads)[0])
+        self.completed = 0
+        self._writes_done = False
         self.writer = writer
         self.reader = reader
         self.payload = payload
@@ -339,9 +351,18 @@ class Exchange:
                     f"by the socket, its data ends at {end}"
                 )
             if i == len(self.writes) - 1:
-                self.writer.close()
+                self._writes_done = True
+                self._maybe_close_writer()
 
         return on_written
+
+    def _maybe_close_writer(self) -> None:
+        # A waiting writer keeps the connection open until the reader has got
+        # everything it can: data stuck in some buffer with no event to wake
+        # the reader then stalls the example instead of being flushed by EOF.
+        if self._writes_done and not self.writer.closed():
+            if not self.writer_waits or self.completed >= self.completable:
+                self.writer.close()
 
     def _on_writer_close(self) -> None:
         self.writer_closes += 1
@@ -366,6 +387,8 @@ class Exchange:
             self.got[index] += data
             self.read_done[index] = True
             self._outstanding = False
+            self.completed += 1
+            self._maybe_close_writer()
             self._issue_read()
 
         def on_chunk(data: bytes) -> None:
@@ -473,6 +496,7 @@ def run_plain(
     send_faults: list[Fault],
     recv_faults: list[Fault],
     read_chunk_size: int,
+    writer_waits: bool = False,
 ) -> None:
     """One plain-TCP example (see the module docstring)."""
     writes = cap_total(writes, 2 * MiB)
@@ -488,7 +512,15 @@ def run_plain(
         return sum(call.sent for call in wsock.sends if call.sent > 0)
 
     ex = Exchange(
-        io_loop, writer, reader, payload, writes, reads, accepted, lambda: rsock.bytes_received
+        io_loop,
+        writer,
+        reader,
+        payload,
+        writes,
+        reads,
+        accepted,
+        lambda: rsock.bytes_received,
+        writer_waits,
     )
     try:
         ex.start()
@@ -516,6 +548,7 @@ _plain_args: dict[str, Any] = {
     "send_faults": schedules(send_fault, max_size=40),
     "recv_faults": schedules(recv_fault, max_size=40),
     "read_chunk_size": st.sampled_from([65536, 4096, 512]),
+    "writer_waits": st.booleans(),
 }
 
 
@@ -543,7 +576,8 @@ def tls_pair(
     client_chaos: TLSChaos,
     server_chaos: TLSChaos,
     tickets: bool,
-    **reader_kwargs: Any,
+    client_kwargs: dict[str, Any] | None = None,
+    server_kwargs: dict[str, Any] | None = None,
 ) -> tuple[ChaosSSLIOStream, ChaosSSLIOStream]:
     """A connected (handshake in progress) client/server :class:`ChaosSSLIOStream` pair."""
     with socket.socket() as listener:
@@ -554,6 +588,7 @@ def tls_pair(
             ssl_options=tls.client_context(),
             io_loop=io_loop,
             chaos=client_chaos,
+            **(client_kwargs or {}),
         )
         client.connect(listener.getsockname(), server_hostname="localhost")
         conn = accept_on_loop(io_loop, listener)
@@ -561,7 +596,12 @@ def tls_pair(
     if not tickets:
         server_ctx.num_tickets = 0
     server = ChaosSSLIOStream(
-        conn, ssl_options=server_ctx, server_side=True, io_loop=io_loop, chaos=server_chaos
+        conn,
+        ssl_options=server_ctx,
+        server_side=True,
+        io_loop=io_loop,
+        chaos=server_chaos,
+        **(server_kwargs or {}),
     )
     return client, server
 
@@ -578,6 +618,8 @@ def run_tls(
     recv_faults: list[Fault],
     client_handshake_faults: list[Fault],
     server_handshake_faults: list[Fault],
+    read_chunk_size: int = 65536,
+    writer_waits: bool = False,
 ) -> None:
     """One TLS example: want-read/want-write and short reads on a schedule."""
     writes = cap_total(writes, 512 * KiB)
@@ -593,14 +635,31 @@ def run_tls(
     # A client that writes and closes must not leave the server's session
     # ticket unread in its socket (closing it would send a RST): no tickets
     # then. When the server writes, the client reads its tickets.
-    client, server = tls_pair(io_loop, tls, cchaos, schaos, tickets=not client_writes)
+    reader_kwargs = {"read_chunk_size": read_chunk_size}
+    client, server = tls_pair(
+        io_loop,
+        tls,
+        cchaos,
+        schaos,
+        tickets=not client_writes,
+        client_kwargs=None if client_writes else reader_kwargs,
+        server_kwargs=reader_kwargs if client_writes else None,
+    )
     writer, reader = (client, server) if client_writes else (server, client)
 
     def accepted() -> int:
         return len(wchaos.sent)
 
     ex = Exchange(
-        io_loop, writer, reader, payload, writes, reads, accepted, lambda: rchaos.bytes_received
+        io_loop,
+        writer,
+        reader,
+        payload,
+        writes,
+        reads,
+        accepted,
+        lambda: rchaos.bytes_received,
+        writer_waits,
     )
     try:
         ex.start()
@@ -631,6 +690,8 @@ _tls_args: dict[str, Any] = {
     "recv_faults": schedules(tls_recv_fault, max_size=30),
     "client_handshake_faults": schedules(tls_handshake_fault, max_size=4),
     "server_handshake_faults": schedules(tls_handshake_fault, max_size=4),
+    "read_chunk_size": st.sampled_from([65536, 4096, 512]),
+    "writer_waits": st.booleans(),
 }
 
 
@@ -768,3 +829,57 @@ def test_read_from_callback_on_closed_stream_raises(io_loop: IOLoop) -> None:
     finally:
         stream.close()
         b.close()
+
+
+def test_tls_bytes_held_inside_openssl_are_delivered(io_loop: IOLoop, tls: TLSFiles) -> None:
+    """One 16 KiB TLS record, a reader whose ``recv`` takes 512 bytes at a time,
+    and a peer that keeps the connection open (waiting for an answer).
+
+    The whole record leaves the kernel at the first ``recv``; what OpenSSL
+    has decrypted but not yet returned is invisible to the poller, so the
+    stream must drain ``pending()`` itself — nothing else will wake it.
+    """
+    client, server = tls_pair(
+        io_loop, tls, TLSChaos(), TLSChaos(), tickets=True, server_kwargs={"read_chunk_size": 512}
+    )
+    try:
+        data = make_payload(16 * KiB, 4)
+        got = Waiter(io_loop)
+        server.read_bytes(len(data), got.callback)
+        client.write(data)
+        assert wait_with_progress(got, lambda: 0, stall=5.0) == data
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
+def test_partial_direct_read_is_kept_at_close(
+    io_loop: IOLoop, tls: TLSFiles, use_tls: bool
+) -> None:
+    """A large ``read_bytes`` (received straight into its final buffer) that the
+    peer's close cuts short: the bytes it got go back to the buffer, and
+    ``read_until_close`` on the closed stream delivers them (SPEC: "read_until_close
+    on a closed stream delivers what is buffered")."""
+    reader: IOStream
+    writer: IOStream
+    if use_tls:
+        writer, reader = tls_pair(io_loop, tls, TLSChaos(), TLSChaos(), tickets=False)
+    else:
+        a, b = loopback_pair()
+        writer, reader = IOStream(a, io_loop=io_loop), IOStream(b, io_loop=io_loop)
+    try:
+        data = make_payload(300 * KiB, 5)
+        closed = Waiter(io_loop)
+        reader.set_close_callback(closed.done)
+        never: list[bytes] = []
+        reader.read_bytes(2 * MiB, never.append)
+        writer.write(data, writer.close)
+        closed.wait()
+        assert never == []
+        rest = Waiter(io_loop)
+        reader.read_until_close(rest.callback)
+        assert rest.wait() == data
+    finally:
+        writer.close()
+        reader.close()

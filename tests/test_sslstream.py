@@ -17,7 +17,7 @@ import ssl
 from typing import Any
 
 import pytest
-from _stream_helpers import (
+from _stream_helpers import (  # noqa: F401  (fixtures)
     KiB,
     MiB,
     StreamKit,
@@ -28,6 +28,8 @@ from _stream_helpers import (
     collect_close,
     settle,
     spin,
+    streams_fixture,
+    tls_fixture,
 )
 
 from iostream import IOLoop, IOStream, SSLIOStream, StreamClosedError
