@@ -281,7 +281,13 @@ class Exchange:
         self.received = received
         self.writer_waits = writer_waits
         # Reads the model says complete: a waiting writer closes only after them.
-        self.completable = len(model(payload, reads)[0])
+        # A read_until_close among them completes only at the close itself, so
+        # a waiting writer waits for the reads before it, not for it.
+        results = model(payload, reads)[0]
+        self.completable = next(
+            (i for i, read in enumerate(reads[: len(results)]) if read.kind == "close"),
+            len(results),
+        )
         self.completed = 0
         self._writes_done = False
         self.writer = writer
@@ -360,9 +366,12 @@ class Exchange:
         # A waiting writer keeps the connection open until the reader has got
         # everything it can: data stuck in some buffer with no event to wake
         # the reader then stalls the example instead of being flushed by EOF.
-        if self._writes_done and not self.writer.closed():
-            if not self.writer_waits or self.completed >= self.completable:
-                self.writer.close()
+        if (
+            self._writes_done
+            and not self.writer.closed()
+            and (not self.writer_waits or self.completed >= self.completable)
+        ):
+            self.writer.close()
 
     def _on_writer_close(self) -> None:
         self.writer_closes += 1
