@@ -841,22 +841,47 @@ def test_read_from_callback_on_closed_stream_raises(io_loop: IOLoop) -> None:
 
 
 def test_tls_bytes_held_inside_openssl_are_delivered(io_loop: IOLoop, tls: TLSFiles) -> None:
-    """One 16 KiB TLS record, a reader whose ``recv`` takes 512 bytes at a time,
-    and a peer that keeps the connection open (waiting for an answer).
+    """One 16 KiB TLS record, read 512 bytes at a time (``read_chunk_size=512``,
+    ``read_bytes(512)`` chained from each callback), from a peer that keeps the
+    connection open (as if waiting for an answer).
 
-    The whole record leaves the kernel at the first ``recv``; what OpenSSL
-    has decrypted but not yet returned is invisible to the poller, so the
-    stream must drain ``pending()`` itself — nothing else will wake it.
+    The whole record leaves the kernel with the first ``recv``; what OpenSSL
+    has decrypted but not yet returned is invisible to the poller, and one
+    readiness event allows only so many ``recv`` calls. The stream must drain
+    ``pending()`` itself: nothing else will wake it.
     """
     client, server = tls_pair(
         io_loop, tls, TLSChaos(), TLSChaos(), tickets=True, server_kwargs={"read_chunk_size": 512}
     )
     try:
         data = make_payload(16 * KiB, 4)
-        got = Waiter(io_loop)
-        server.read_bytes(len(data), got.callback)
-        client.write(data)
-        assert wait_with_progress(got, lambda: 0, stall=5.0) == data
+        got = bytearray()
+        done = Waiter(io_loop)
+
+        def on_piece(piece: bytes) -> None:
+            got.extend(piece)
+            if len(got) < len(data):
+                server.read_bytes(512, on_piece)
+            else:
+                done.done()
+
+        # A first exchange: the server's handshake is over (it finishes on the
+        # client's Finished, and would then read whatever came with it).
+        hello = Waiter(io_loop)
+        server.read_until(b"\n", hello.callback)
+        client.write(b"hello\n")
+        assert hello.wait() == b"hello\n"
+        # Send, and let the record reach the server's kernel buffer while the
+        # server reads nothing (no read pending: it does not watch READ);
+        # then one readiness event is all the server will get.
+        sent = Waiter(io_loop)
+        client.write(data, sent.done)
+        sent.wait()
+        spin(io_loop, 5)
+        server.read_bytes(512, on_piece)
+        wait_with_progress(done, lambda: len(got), stall=5.0)
+        assert bytes(got) == data
+        assert not client.closed() and not server.closed()
     finally:
         client.close()
         server.close()
