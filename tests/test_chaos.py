@@ -917,3 +917,27 @@ def test_partial_direct_read_is_kept_at_close(
     finally:
         writer.close()
         reader.close()
+
+
+def test_small_write_after_the_buffer_drained_is_kept(io_loop: IOLoop) -> None:
+    """A small write queued behind a blocked send, sent in full from the write
+    buffer; then, from its callback, another small write that the socket takes
+    only in part: the rest must be queued and sent, not lost.
+
+    (Guards the write buffer's "gathering" piece: once peeked and sent it is
+    gone, and later small writes must start a new one.)
+    """
+    a, b = loopback_pair()
+    wsock = ChaosSocket.wrap(a, send_faults=[Fault("block"), OK, short(3)])
+    writer = IOStream(wsock, io_loop=io_loop)
+    reader = IOStream(b, io_loop=io_loop)
+    try:
+        got = Waiter(io_loop)
+        reader.read_bytes(20, got.callback)
+        writer.write(b"a" * 10, lambda: writer.write(b"b" * 10))
+        assert wait_with_progress(got, lambda: 0, stall=5.0) == b"a" * 10 + b"b" * 10
+        assert writer.error is None and not writer.closed()
+        assert wsock.send_violations(b"a" * 10 + b"b" * 10) == []
+    finally:
+        writer.close()
+        reader.close()

@@ -143,12 +143,10 @@ MUTATIONS: list[Mutation] = [
                 "",
             )
         ],
-        equivalent=(
-            "later small writes grow the peeked bytearray at its end only; a retry "
-            "then gets the same bytes plus more, which OpenSSL accepts "
-            "(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER) — no view is held across calls, so "
-            "no BufferError either"
-        ),
+        notes=[
+            "not a retry-bytes bug after all: the piece, once sent, is popped while "
+            "small writes still go into it, so they are lost"
+        ],
     ),
     # -- (d) Windows codes
     Mutation(
