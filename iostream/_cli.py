@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -64,7 +63,8 @@ EXIT_CODES: dict[int, str] = {
 #: does not offer its own list).
 _KNOWN_POLLERS = ("kqueue", "epoll", "devpoll", "poll", "select")
 
-_PROG = "python -m iostream"
+#: The one command that installs the optional HTTP framing ``get`` needs.
+H11_INSTALL = "python -m pip install 'iostream-loop[http]'"
 
 log = logging.getLogger("iostream.cli")
 
@@ -647,62 +647,75 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -------------------------------------------------------------------- bench
+# --------------------------------------------- run, doctor, bench: pass-through
 
 
-def cmd_bench(argv: Sequence[str]) -> int:
-    """``bench``: run ``iostream.bench.main(argv)``; a clear error if it is missing."""
-    module: Any = None
-    for name in ("iostream.bench", "bench"):
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            continue
-        candidate = importlib.import_module(name)
-        if callable(getattr(candidate, "main", None)):
-            module = candidate
-            break
-    if module is None:
-        return _fail(
-            "the benchmark suite is not available: iostream.bench (with a main(argv) "
-            "function) is missing from this copy of iostream",
-            EXIT_ERROR,
-        )
-    result = module.main(list(argv))
-    return int(result or 0)
+def _entry_point(module: str) -> Callable[[list[str]], int]:
+    """``module.main(argv) -> int``, imported only when its command runs."""
+
+    def call(argv: list[str]) -> int:
+        # Imported here, not at the top: ``info`` and ``get`` do not pay for
+        # the asyncio runner, the probes or the benchmark.
+        return int(importlib.import_module(module).main(argv) or 0)
+
+    return call
+
+
+#: Subcommands that parse their own arguments: name -> (one-line help, entry
+#: point). The entry points are imported only when their command runs, so
+#: ``info`` and ``get`` do not pay for them.
+PASSTHROUGH: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "run": (
+        "run an asyncio program (SCRIPT | -m MODULE) on a poller",
+        _entry_point("iostream._run"),
+    ),
+    "doctor": (
+        "probe every poller with every fd kind; recommend one",
+        _entry_point("iostream._doctor"),
+    ),
+    "bench": ("run the benchmark suite", _entry_point("iostream.bench")),
+}
 
 
 # --------------------------------------------------------------------- main
+
+
+def prog_name() -> str:
+    """The program's name as it was invoked, for usage lines and ``--help``.
+
+    ``python -m iostream`` (argv[0] is the package's ``__main__.py``) shows
+    as ``<interpreter> -m iostream``; the ``iostream`` console script shows
+    as its own name.
+    """
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    base = os.path.basename(argv0)
+    if base in ("__main__.py", "-m", "-c", ""):
+        return f"{os.path.basename(sys.executable) or 'python'} -m iostream"
+    return base
 
 
 def _exit_code_help() -> str:
     return "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m iostream``."""
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the command line (*prog*: the name in usage lines)."""
+    prog = prog or prog_name()
     parser = argparse.ArgumentParser(
-        prog=_PROG,
+        prog=prog,
         description="iostream: non-blocking socket streams on a pluggable poller.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "commands:\n"
-            "  info    which poller is used here, why, and which are available\n"
-            "  get     fetch an http:// or https:// URL and print the body\n"
-            "  bench   run the benchmark suite (python -m iostream bench --help)\n"
+            f"Each command has its own --help ({prog} COMMAND --help).\n"
             "\n"
             "The poller is chosen by --poller, else by the IOSTREAM_POLLER environment\n"
             "variable (a name or a comma-separated preference list), else the best\n"
-            "available one.\n"
-            "\n"
-            f"exit codes:\n{_exit_code_help()}"
+            "available one."
         ),
     )
     parser.add_argument("--version", action="version", version=f"iostream {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="{info,get,bench}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     info = sub.add_parser(
         "info",
@@ -720,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fetch URL with IOStream (SSLIOStream for https://) over HTTP/1.1 and "
         "write the body to stdout. Certificates and host names are verified. Redirects "
-        "are not followed.",
+        "are not followed. Needs h11: " + H11_INSTALL,
         epilog=f"exit codes:\n{_exit_code_help()}",
     )
     get.add_argument("url", metavar="URL", help="an http:// or https:// URL")
@@ -743,11 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.set_defaults(func=cmd_get)
 
-    sub.add_parser(
-        "bench",
-        help="run the benchmark suite (its own options follow)",
-        add_help=False,
-    )
+    for name, (help_text, _entry) in PASSTHROUGH.items():
+        # Parsed by the command itself (main() hands it the raw arguments);
+        # listed here so that --help shows it.
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -759,17 +771,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose = True
         args_list.pop(0)
     _setup_logging(verbose)
-    if args_list and args_list[0] == "bench":
-        return cmd_bench(args_list[1:])
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    if args.verbose:
-        _setup_logging(True)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if args_list and args_list[0] in PASSTHROUGH:
+            _help, entry = PASSTHROUGH[args_list[0]]
+            return entry(args_list[1:])
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        if args.verbose:
+            _setup_logging(True)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except KeyboardInterrupt:
         return 130

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
 import io
 import json
 import os
@@ -154,17 +153,30 @@ def test_info_bad_argument_is_one_line_exit_2() -> None:
     assert_one_line_error(run_cli("info", "--poller", "nope"), 2)
 
 
-def test_help_lists_subcommands_and_exit_codes() -> None:
-    """--help names info, get and bench; get --help documents the exit codes."""
+def test_help_lists_subcommands_once_and_exit_codes() -> None:
+    """--help names the program as invoked and lists each subcommand once."""
     result = run_cli("--help")
     assert result.returncode == 0
     out = result.stdout.decode()
-    for name in ("info", "get", "bench"):
-        assert name in out
+    assert out.startswith(f"usage: {Path(sys.executable).name} -m iostream ")
+    for name in ("info", "get", "run", "doctor", "bench"):
+        lines = [line for line in out.splitlines() if line.split()[:1] == [name]]
+        assert len(lines) == 1, (name, out)
+    assert "{" not in out  # no {info,get,...} list repeating the commands
     get_help = run_cli("get", "--help").stdout.decode()
     for code, meaning in _cli.EXIT_CODES.items():
         assert f"{code}  {meaning}" in get_help
     assert "--cafile" in get_help and "--timeout" in get_help and "--poller" in get_help
+
+
+def test_prog_name_follows_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m iostream`` and a console script named ``iostream`` each see their name."""
+    monkeypatch.setattr(sys, "argv", ["/somewhere/iostream/__main__.py"])
+    monkeypatch.setattr(sys, "executable", "/venv/bin/python3.11")
+    assert _cli.prog_name() == "python3.11 -m iostream"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/iostream", "info"])
+    assert _cli.prog_name() == "iostream"
+    assert _cli.build_parser().format_usage().startswith("usage: iostream ")
 
 
 def test_no_command_prints_help_exit_2() -> None:
@@ -183,37 +195,28 @@ def test_version() -> None:
     assert result.stdout.decode().strip() == f"iostream {__version__}"
 
 
-def test_bench_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bench hands its arguments to iostream.bench.main, or says clearly it is missing."""
+@pytest.mark.parametrize(
+    ("command", "module"),
+    [("run", "iostream._run"), ("doctor", "iostream._doctor"), ("bench", "iostream.bench")],
+)
+def test_passthrough_commands_get_raw_arguments(
+    monkeypatch: pytest.MonkeyPatch, command: str, module: str
+) -> None:
+    """run, doctor and bench hand every remaining argument, untouched, to their main()."""
     import types
 
     seen: list[list[str]] = []
-    fake = types.ModuleType("iostream.bench")
+    fake = types.ModuleType(module)
 
     def fake_main(argv: list[str]) -> int:
         seen.append(argv)
         return 7
 
     fake.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "iostream.bench", fake)
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name: object() if name == "iostream.bench" else None,
-    )
-    assert _cli.main(["bench", "--quick", "--poller", "all"]) == 7
-    assert seen == [["--quick", "--poller", "all"]]
-
-
-def test_bench_missing_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without a benchmark module: one line, exit 1."""
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    assert _cli.main(["bench", "--quick"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("iostream: error: the benchmark suite is not available")
-    assert len(err.strip().splitlines()) == 1
+    monkeypatch.setitem(sys.modules, module, fake)
+    raw = ["--poller", "poll", "-m", "pkg.mod", "--help", "-v", "x y"]
+    assert _cli.main(["-v", command, *raw]) == 7
+    assert seen == [raw]
 
 
 # ------------------------------------------------------------ URL / HTTP units
