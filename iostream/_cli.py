@@ -1,24 +1,29 @@
-"""The command line: ``python -m iostream info | get | bench``.
+"""The command line: ``python -m iostream info | get | run | doctor | bench``.
 
 - ``info`` says which poller this machine would use, why (the ``--poller``
   argument, ``IOSTREAM_POLLER``, or the default), which pollers are
   available, and why the others are not.
 - ``get URL`` fetches an ``http://`` or ``https://`` URL with
-  :class:`~iostream.IOStream` / :class:`~iostream.SSLIOStream` (HTTP/1.1,
-  ``Connection: close``, Content-Length, chunked or read-until-close bodies)
-  and writes the body to standard output. Failures are one line on standard
-  error and an exit code that says what went wrong (:data:`EXIT_CODES`).
-- ``bench`` hands its arguments to ``iostream.bench.main``.
+  :class:`~iostream.IOStream` / :class:`~iostream.SSLIOStream` and writes
+  the body to standard output: the classic IOStream example. The HTTP/1.1
+  framing is the ``h11`` package's (the optional ``http`` extra); without it
+  ``get`` prints the command that installs it and exits 2. Failures are one
+  line on standard error and an exit code that says what went wrong
+  (:data:`EXIT_CODES`).
+- ``run``, ``doctor`` and ``bench`` hand their raw arguments to
+  ``iostream._run.main``, ``iostream._doctor.main`` and
+  ``iostream.bench.main``, imported only when the command runs.
 
-Only the ``get`` client lives here; the streams know nothing about HTTP.
-Every command returns an exit code instead of raising, and a user error is
-never shown as a traceback.
+Every command returns an exit code instead of raising: a user error, a
+closed stdout (``| head``) or a full disk is one line on standard error,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import logging
 import os
@@ -38,7 +43,8 @@ if TYPE_CHECKING:
 
 #: Exit codes of ``get`` (and of the other commands where they apply).
 EXIT_OK = 0
-#: Another network error, or a response that is not valid HTTP/1.x.
+#: Another network error, a response that is not valid HTTP/1.x, or a local
+#: failure to write the output (a closed pipe, a full disk).
 EXIT_ERROR = 1
 #: A bad URL or a bad argument (also argparse's code for a usage error).
 EXIT_USAGE = 2
@@ -52,16 +58,12 @@ EXIT_TLS = 5
 #: Exit code -> meaning, as ``--help`` and the README show them.
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_ERROR: "other network error, or a bad HTTP response",
+    EXIT_ERROR: "another error: network, a bad HTTP response, or the output could not be written",
     EXIT_USAGE: "bad URL or bad argument (including a bad IOSTREAM_POLLER)",
     EXIT_REFUSED: "connection refused",
     EXIT_TIMEOUT: "timed out",
     EXIT_TLS: "TLS failure (certificate not trusted, wrong host, handshake error)",
 }
-
-#: Every poller name SPEC knows, best first (used when the pollers module
-#: does not offer its own list).
-_KNOWN_POLLERS = ("kqueue", "epoll", "devpoll", "poll", "select")
 
 #: The one command that installs the optional HTTP framing ``get`` needs.
 H11_INSTALL = "python -m pip install 'iostream-loop[http]'"
@@ -87,6 +89,42 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def write_stdout(text: str) -> None:
+    """Write *text* to standard output and flush it now.
+
+    A local write failure (the reader closed the pipe, as ``| head`` does;
+    a full disk) raises :class:`CLIError` with a one-line message that says
+    so; it is never reported as a network error.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _stdout_failed(exc) from None
+
+
+def _stdout_failed(exc: OSError) -> CLIError:
+    """The error for a failed write to stdout (after :func:`_silence_stdout`)."""
+    _silence_stdout()
+    return CLIError(f"cannot write to standard output: {_one_line(exc.strerror or exc)}")
+
+
+def _silence_stdout() -> None:
+    """Point the stdout file descriptor at the null device.
+
+    Python flushes ``sys.stdout`` again at exit; with the broken file still
+    behind it, that would print "Exception ignored ..." after our one line.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test's capture): nothing will flush it at exit
+
+
 # --------------------------------------------------------------------- info
 
 
@@ -100,29 +138,6 @@ class PollerInfo:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
-def _unavailable_reasons(available: Sequence[str]) -> dict[str, str]:
-    """Name -> why it cannot be used here, for every known poller not available."""
-    from iostream import pollers
-
-    reasons_fn: Callable[[], dict[str, str]] | None = getattr(pollers, "unavailable_reasons", None)
-    if reasons_fn is not None:
-        return dict(reasons_fn())
-    backends: dict[str, Any] = dict(getattr(pollers, "BACKENDS", {}) or {})
-    names = list(dict.fromkeys([*_KNOWN_POLLERS, *backends]))
-    reasons: dict[str, str] = {}
-    for name in names:
-        if name in available:
-            continue
-        cls = backends.get(name)
-        if name == "poll" and sys.platform == "darwin":
-            reasons[name] = "poll() is unreliable on macOS; use kqueue or select"
-        elif cls is None:
-            reasons[name] = "no backend of this name in this build"
-        else:
-            reasons[name] = f"not supported on this platform ({sys.platform})"
-    return reasons
-
-
 def poller_info(poller: str | None) -> PollerInfo:
     """Work out which poller ``choose()`` gives, and why.
 
@@ -131,14 +146,13 @@ def poller_info(poller: str | None) -> PollerInfo:
     """
     from iostream import pollers
 
-    env_var: str = getattr(pollers, "ENV_VAR", "IOSTREAM_POLLER")
-    env_value = os.environ.get(env_var, "")
+    env_value = os.environ.get(pollers.ENV_VAR, "")
     if poller is not None and poller.strip():
         cls = pollers.choose(poller)
         reason = f"argument --poller {poller}"
     elif env_value.strip():
         cls = pollers.choose()
-        reason = f"{env_var}={env_value}"
+        reason = f"{pollers.ENV_VAR}={env_value}"
     else:
         cls = pollers.choose()
         reason = "default: best available"
@@ -147,7 +161,7 @@ def poller_info(poller: str | None) -> PollerInfo:
         chosen=cls.name,
         reason=reason,
         available=available,
-        unavailable=_unavailable_reasons(available),
+        unavailable=pollers.unavailable_reasons(),
     )
 
 
@@ -167,19 +181,21 @@ def cmd_info(args: argparse.Namespace) -> int:
             "available": info.available,
             "unavailable": info.unavailable,
         }
-        print(json.dumps(data, indent=2))
+        write_stdout(json.dumps(data, indent=2) + "\n")
         return EXIT_OK
-    print(f"iostream {__version__} on Python {platform.python_version()} ({sys.platform})")
-    print(f"poller:      {info.chosen}")
-    print(f"chosen by:   {info.reason}")
-    print(f"available:   {', '.join(info.available) or '(none)'}  (best first)")
+    lines = [
+        f"iostream {__version__} on Python {platform.python_version()} ({sys.platform})",
+        f"poller:      {info.chosen}",
+        f"chosen by:   {info.reason}",
+        f"available:   {', '.join(info.available) or '(none)'}  (best first)",
+    ]
     if info.unavailable:
-        print("unavailable:")
+        lines.append("unavailable:")
         width = max(len(name) for name in info.unavailable)
-        for name, why in info.unavailable.items():
-            print(f"  {name:<{width}}  {_one_line(why)}")
+        lines += [f"  {name:<{width}}  {_one_line(why)}" for name, why in info.unavailable.items()]
     else:
-        print("unavailable: (none)")
+        lines.append("unavailable: (none)")
+    write_stdout("\n".join(lines) + "\n")
     return EXIT_OK
 
 
@@ -235,64 +251,19 @@ def parse_url(url: str) -> Target:
     return Target(scheme, host, port, target, host_in_header)
 
 
-class BadResponse(Exception):
-    """The server's reply is not valid HTTP/1.x."""
-
-
-@dataclass
-class Response:
-    """The status line and headers of an HTTP response."""
-
-    version: str
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-
-    def get_all(self, name: str) -> list[str]:
-        """Every value of header *name* (case-insensitive), in order."""
-        lname = name.lower()
-        return [value for key, value in self.headers if key.lower() == lname]
-
-
-def parse_head(data: bytes) -> Response:
-    """Parse a status line and headers ending in a blank line."""
-    text = data.decode("iso-8859-1")
-    lines = text.split("\r\n")
-    status_line = lines[0]
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-        raise BadResponse(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-    version, code = parts[0], parts[1]
-    if len(code) != 3 or not code.isdigit():
-        raise BadResponse(f"bad status code in {status_line[:80]!r}")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":
-            # obs-fold (RFC 9112 section 5.2): a continuation of the last value.
-            if not headers:
-                raise BadResponse("header continuation before any header")
-            key, value = headers[-1]
-            headers[-1] = (key, f"{value} {line.strip()}")
-            continue
-        key, sep, value = line.partition(":")
-        if not sep or not key or key != key.strip():
-            raise BadResponse(f"bad header line {line[:80]!r}")
-        headers.append((key, value.strip()))
-    return Response(version, int(code), parts[2] if len(parts) > 2 else "", headers)
-
-
-#: Longest status line + headers accepted, and longest chunk-size line.
-MAX_HEAD_BYTES = 65536
-MAX_CHUNK_LINE = 4096
+def where(host: str, port: int) -> str:
+    """``host:port`` for messages, an IPv6 address in brackets: ``[::1]:8080``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class HTTPGet:
-    """One ``GET`` over an IOStream: connect, send, parse, stream the body to *out*.
+    """One ``GET`` over an IOStream: connect, send, stream the body to *out*.
 
-    The result is :attr:`code` (an exit code) and :attr:`message` (the
-    one-line error, empty on success), set when the loop stops.
+    The HTTP/1.1 framing (status line, headers, Content-Length, chunked,
+    read-until-close, interim 1xx responses) is h11's; this class only moves
+    bytes between the stream and an ``h11.Connection``. The result is
+    :attr:`code` (an exit code) and :attr:`message` (the one-line error,
+    empty on success), set when the loop stops.
     """
 
     def __init__(
@@ -303,22 +274,24 @@ class HTTPGet:
         ssl_context: ssl.SSLContext | None,
         timeout: float,
         include_headers: bool = False,
+        out_name: str = "the output",
     ) -> None:
+        import h11
+
         self.io_loop = io_loop
         self.target = target
         self.out = out
+        self.out_name = out_name
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.include_headers = include_headers
         self.code: int | None = None
         self.message = ""
-        self.response: Response | None = None
         self.stream: IOStream | None = None
+        self.http = h11.Connection(our_role=h11.CLIENT)
         self._addresses: list[tuple[int, Any]] = []
         self._timer: Any = None  # the handle call_later returned
         self._connected = False
-        self._body_bytes = 0
-        self._expected: int | None = None
 
     # -- lifecycle
 
@@ -353,8 +326,8 @@ class HTTPGet:
     def _on_timeout(self) -> None:
         self._timer = None
         what = "waiting for the server" if self._connected else "connecting"
-        where = f"{self.target.host}:{self.target.port}"
-        self.finish(EXIT_TIMEOUT, f"timed out after {self.timeout:g}s {what} ({where})")
+        place = where(self.target.host, self.target.port)
+        self.finish(EXIT_TIMEOUT, f"timed out after {self.timeout:g}s {what} ({place})")
 
     # -- connect
 
@@ -375,23 +348,30 @@ class HTTPGet:
         stream.connect(sockaddr, self._on_connect, server_hostname=server_hostname)
 
     def _on_connect(self) -> None:
+        import h11
+
         assert self.stream is not None
         self._connected = True
         self._arm_timer()
         t = self.target
-        request = (
-            f"GET {t.request_target} HTTP/1.1\r\n"
-            f"Host: {t.host_header}\r\n"
-            f"User-Agent: iostream/{__version__}\r\n"
-            "Accept: */*\r\n"
-            "Accept-Encoding: identity\r\n"
-            "Connection: close\r\n"
-            "\r\n"
+        request = h11.Request(
+            method="GET",
+            target=t.request_target,
+            headers=[
+                ("Host", t.host_header),
+                ("User-Agent", f"iostream/{__version__}"),
+                ("Accept", "*/*"),
+                ("Accept-Encoding", "identity"),
+                ("Connection", "close"),
+            ],
         )
-        self.stream.write(request.encode("ascii"))
-        self.stream.read_until(b"\r\n\r\n", self._on_head, max_bytes=MAX_HEAD_BYTES)
+        data = self.http.send(request) or b""
+        data += self.http.send(h11.EndOfMessage()) or b""
+        self.stream.write(data)
+        self.stream.read_until_close(self._on_eof, streaming_callback=self._on_data)
 
     def _on_close(self, stream: IOStream) -> None:
+        """The stream closed before a result: a failed connect (try the next address)."""
         if self.code is not None or stream is not self.stream:
             return
         error = stream.error
@@ -403,141 +383,90 @@ class HTTPGet:
                 return
             self._fail_with(error, "the connection closed while connecting")
             return
-        if error is not None:
-            self._fail_with(error, "")
-            return
-        if self.response is None:
-            self.finish(EXIT_ERROR, "the server closed the connection without a response")
-        elif self._expected is not None:
-            self.finish(
-                EXIT_ERROR,
-                f"the server closed the connection after {self._body_bytes} of "
-                f"{self._expected} body bytes",
-            )
-        else:
-            self.finish(EXIT_ERROR, "the server closed the connection mid-response")
+        # Connected: read_until_close's callback, which runs before this one,
+        # has already given the result.
+        self._on_eof(b"")
 
     def _fail_with(self, error: BaseException | None, fallback: str) -> None:
-        where = f"{self.target.host}:{self.target.port}"
+        place = where(self.target.host, self.target.port)
         if error is None:
-            self.finish(EXIT_ERROR, f"{fallback} ({where})")
+            self.finish(EXIT_ERROR, f"{fallback} ({place})")
             return
         code, what = classify_error(error)
         detail = _one_line(getattr(error, "strerror", None) or error) or type(error).__name__
         if isinstance(error, ssl.SSLError):
             detail = _one_line(getattr(error, "verify_message", None) or error.reason or error)
-        self.finish(code, f"{what} ({where}): {detail}")
+        self.finish(code, f"{what} ({place}): {detail}")
 
     # -- response
+
+    def _on_data(self, data: bytes) -> None:
+        self._arm_timer()
+        self._feed(data)
+
+    def _on_eof(self, data: bytes) -> None:
+        if data:
+            self._feed(data)
+        if self.code is not None:
+            return
+        stream = self.stream
+        if stream is not None and stream.error is not None:
+            # A reset is not the end of a read-until-close body.
+            self._fail_with(stream.error, "")
+            return
+        self._feed(b"")  # h11: the peer closed; is the response complete?
+        if self.code is None:
+            self.finish(EXIT_ERROR, "the server closed the connection without a response")
+
+    def _feed(self, data: bytes) -> None:
+        """Give *data* (``b""``: the end of the stream) to h11 and act on its events."""
+        import h11
+
+        if self.code is not None:
+            return
+        self.http.receive_data(data)
+        while self.code is None:
+            try:
+                event = self.http.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.finish(EXIT_ERROR, f"bad response: {exc}")
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Response):
+                log.info(
+                    "HTTP/%s %s %s",
+                    event.http_version.decode(),
+                    event.status_code,
+                    event.reason.decode("iso-8859-1"),
+                )
+                if self.include_headers:
+                    self._write_out(_format_head(event))
+            elif isinstance(event, h11.Data):
+                self._write_out(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self.finish(EXIT_OK)
+            elif isinstance(event, h11.ConnectionClosed):
+                self.finish(EXIT_ERROR, "the server closed the connection without a response")
+            # h11.InformationalResponse (100 Continue, 103 Early Hints): the
+            # real response follows.
 
     def _write_out(self, data: bytes) -> None:
         if not data or self.code is not None:
             return
-        self._body_bytes += len(data)
-        self._arm_timer()
         try:
             self.out.write(data)
-        except BrokenPipeError:
-            # The reader went away (`... | head`): stop, with no message.
-            self.finish(EXIT_ERROR, "")
+        except OSError as exc:
+            # A local failure (closed pipe, full disk), not a network error.
+            detail = _one_line(exc.strerror or exc)
+            self.finish(EXIT_ERROR, f"cannot write to {self.out_name}: {detail}")
 
-    def _on_head(self, data: bytes) -> None:
-        try:
-            response = parse_head(data)
-        except BadResponse as exc:
-            self.finish(EXIT_ERROR, f"bad response: {exc}")
-            return
-        assert self.stream is not None
-        self._arm_timer()
-        if 100 <= response.status < 200 and response.status != 101:
-            # An interim response (100 Continue, 103 Early Hints): the real one follows.
-            self.stream.read_until(b"\r\n\r\n", self._on_head, max_bytes=MAX_HEAD_BYTES)
-            return
-        self.response = response
-        log.info("%s %s %s", response.version, response.status, response.reason)
-        if self.include_headers:
-            self.out.write(data)
-        if response.status in (101, 204, 304):
-            self.finish(EXIT_OK)
-            return
-        codings = [
-            c.strip().lower()
-            for value in response.get_all("Transfer-Encoding")
-            for c in value.split(",")
-            if c.strip()
-        ]
-        if codings:
-            if codings[-1] != "chunked":
-                # RFC 9112 section 6.3: without chunked last, the body runs to the close.
-                self.stream.read_until_close(self._on_body_end, streaming_callback=self._write_out)
-                return
-            self._read_chunk_size()
-            return
-        lengths = {
-            v.strip() for value in response.get_all("Content-Length") for v in value.split(",")
-        }
-        if lengths:
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-                self.finish(EXIT_ERROR, f"bad response: bad Content-Length {sorted(lengths)}")
-                return
-            self._expected = int(next(iter(lengths)))
-            if self._expected == 0:
-                self.finish(EXIT_OK)
-                return
-            self.stream.read_bytes(
-                self._expected, self._on_body_end, streaming_callback=self._write_out
-            )
-            return
-        self.stream.read_until_close(self._on_body_end, streaming_callback=self._write_out)
 
-    def _on_body_end(self, data: bytes) -> None:
-        self._write_out(data)
-        stream = self.stream
-        if self._expected is None and stream is not None and stream.error is not None:
-            # read_until_close delivers what was buffered even after an error.
-            self._fail_with(stream.error, "")
-            return
-        self.finish(EXIT_OK)
-
-    # -- chunked transfer coding (RFC 9112 section 7.1)
-
-    def _read_chunk_size(self) -> None:
-        assert self.stream is not None
-        self.stream.read_until(b"\r\n", self._on_chunk_size, max_bytes=MAX_CHUNK_LINE)
-
-    def _on_chunk_size(self, line: bytes) -> None:
-        self._arm_timer()
-        size_text = line[:-2].split(b";", 1)[0].strip()
-        try:
-            if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
-                raise ValueError(size_text)
-            size = int(size_text, 16)
-        except ValueError:
-            self.finish(EXIT_ERROR, f"bad response: bad chunk size line {line[:40]!r}")
-            return
-        assert self.stream is not None
-        if size == 0:
-            self.stream.read_until(b"\r\n", self._on_trailer, max_bytes=MAX_HEAD_BYTES)
-            return
-        self.stream.read_bytes(size, self._on_chunk_data, streaming_callback=self._write_out)
-
-    def _on_chunk_data(self, data: bytes) -> None:
-        self._write_out(data)
-        assert self.stream is not None
-        self.stream.read_bytes(2, self._on_chunk_end)
-
-    def _on_chunk_end(self, crlf: bytes) -> None:
-        if crlf != b"\r\n":
-            self.finish(EXIT_ERROR, "bad response: a chunk is not followed by CRLF")
-            return
-        self._read_chunk_size()
-
-    def _on_trailer(self, line: bytes) -> None:
-        if line == b"\r\n":
-            self.finish(EXIT_OK)
-            return
-        assert self.stream is not None
-        self.stream.read_until(b"\r\n", self._on_trailer, max_bytes=MAX_HEAD_BYTES)
+def _format_head(response: Any) -> bytes:
+    """The status line and headers of an ``h11.Response``, as they came, for ``-i``."""
+    lines = [b"HTTP/%s %d %s" % (response.http_version, response.status_code, response.reason)]
+    lines += [name + b": " + value for name, value in response.headers.raw_items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def classify_error(error: BaseException) -> tuple[int, str]:
@@ -578,6 +507,14 @@ def _ssl_context(cafile: str | None) -> ssl.SSLContext:
         raise CLIError(f"--cafile: cannot load {cafile}: {exc}", EXIT_USAGE) from None
 
 
+def _require_h11() -> None:
+    """Raise :class:`CLIError` (exit 2) naming the install command if h11 is missing."""
+    try:
+        import h11  # noqa: F401
+    except ImportError:
+        raise CLIError(f"get needs the h11 package: {H11_INSTALL}", EXIT_USAGE) from None
+
+
 def fetch(
     url: str,
     out: BinaryIO,
@@ -586,15 +523,18 @@ def fetch(
     cafile: str | None = None,
     timeout: float = 30.0,
     include_headers: bool = False,
+    out_name: str = "the output",
 ) -> tuple[int, str]:
     """Fetch *url* into *out*; return ``(exit code, one-line error)``.
 
-    The message is empty on success, and on the one failure that must stay
-    silent: *out* was closed by its reader (a broken pipe).
+    The message is empty on success. A failure to write *out* (named
+    *out_name* in the message) ends the fetch with exit code 1 and a message
+    that says it was a local write error.
     """
     from iostream import IOLoop
 
     try:
+        _require_h11()
         target = parse_url(url)
         if timeout <= 0:
             raise CLIError(f"--timeout must be a positive number of seconds, got {timeout:g}", 2)
@@ -608,7 +548,7 @@ def fetch(
         addresses = _resolve(target)
     except CLIError as exc:
         return exc.code, str(exc)
-    get = HTTPGet(io_loop, target, out, context, timeout, include_headers)
+    get = HTTPGet(io_loop, target, out, context, timeout, include_headers, out_name)
     try:
         io_loop.add_callback(get.start, addresses)
         io_loop.start()
@@ -624,24 +564,22 @@ def fetch(
 def cmd_get(args: argparse.Namespace) -> int:
     """``get``: fetch a URL and write its body to stdout."""
     out = sys.stdout.buffer
-    try:
-        code, message = fetch(
-            args.url,
-            out,
-            poller=args.poller,
-            cafile=args.cafile,
-            timeout=args.timeout,
-            include_headers=args.include,
-        )
-        out.flush()
-    except BrokenPipeError:
-        code, message = EXIT_ERROR, ""
-    if code != EXIT_OK and not message:
-        # The reader went away (`... | head`): stop quietly, and keep Python
-        # from complaining when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return code
+    code, message = fetch(
+        args.url,
+        out,
+        poller=args.poller,
+        cafile=args.cafile,
+        timeout=args.timeout,
+        include_headers=args.include,
+        out_name="standard output",
+    )
+    if code == EXIT_OK:
+        try:
+            out.flush()
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
+    elif message.startswith("cannot write to standard output"):
+        _silence_stdout()
     if code != EXIT_OK:
         return _fail(message, code)
     return EXIT_OK
@@ -784,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
+    except CLIError as exc:
+        return _fail(str(exc), exc.code)
     except KeyboardInterrupt:
         return 130
 

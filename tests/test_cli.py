@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -252,26 +253,10 @@ def test_parse_url_rejects(url: str) -> None:
     assert info.value.code == 2
 
 
-def test_parse_head() -> None:
-    """Status line, headers (repeated, folded), case-insensitive lookup."""
-    head = (
-        b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n"
-        b"X-Fold: a\r\n  b\r\n\r\n"
-    )
-    r = _cli.parse_head(head)
-    assert (r.version, r.status, r.reason) == ("HTTP/1.1", 404, "Not Found")
-    assert r.get_all("content-length") == ["3"]
-    assert r.get_all("X-A") == ["1", "2"]
-    assert r.get_all("x-fold") == ["a b"]
-
-
-@pytest.mark.parametrize(
-    "head", [b"HELLO\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n"]
-)
-def test_parse_head_rejects(head: bytes) -> None:
-    """Garbage is a BadResponse."""
-    with pytest.raises(_cli.BadResponse):
-        _cli.parse_head(head)
+def test_where_brackets_ipv6() -> None:
+    """Messages show ``[::1]:80``, never the ambiguous ``::1:80``."""
+    assert _cli.where("::1", 80) == "[::1]:80"
+    assert _cli.where("127.0.0.1", 80) == "127.0.0.1:80"
 
 
 def test_classify_error() -> None:
@@ -566,3 +551,143 @@ def test_get_bad_poller_exit_2() -> None:
 def test_get_bad_timeout_exit_2() -> None:
     """A non-positive --timeout is a usage error."""
     assert_one_line_error(run_cli("get", "http://127.0.0.1:1/", "--timeout", "0"), 2)
+
+
+def test_get_without_h11_prints_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without h11: one line naming the exact pip command, exit 2, before any network use."""
+    monkeypatch.setitem(sys.modules, "h11", None)  # makes `import h11` raise ImportError
+    assert _cli.main(["get", "http://127.0.0.1:1/"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "iostream: error: get needs the h11 package: python -m pip install 'iostream-loop[http]'"
+    ]
+
+
+def test_get_reset_mid_body_is_not_success() -> None:
+    """A body that runs to the close, cut by a reset: exit 1, not a truncated success."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def serve_then_reset() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial body")
+                # SO_LINGER 0: close() sends RST instead of FIN.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        thread = threading.Thread(target=serve_then_reset, daemon=True)
+        thread.start()
+        code, message, _ = fetch(f"http://127.0.0.1:{port}/", timeout=20)
+        thread.join(10)
+    assert code == 1
+    assert "reset" in message.lower(), message
+
+
+def test_get_ipv6_refused_message_is_bracketed() -> None:
+    """An IPv6 address in an error message is bracketed (``[::1]:port``)."""
+    try:
+        probe = socket.socket(socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 here")
+    with probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        port = probe.getsockname()[1]  # bound, not listening: connecting is refused
+        code, message, _ = fetch(f"http://[::1]:{port}/", timeout=20)
+    assert code == 3
+    assert f"[::1]:{port}" in message
+
+
+# ---------------------------------------------------------- CLI manners: stdout
+
+
+def run_cli_to(stdout: int, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m iostream ARGS`` with its stdout on the file descriptor *stdout*."""
+    env = {k: v for k, v in os.environ.items() if k != pollers.ENV_VAR}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "iostream", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def closed_pipe() -> Iterator[int]:
+    """The write end of a pipe whose reader has gone (``| head`` after its line)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        yield write_end
+    finally:
+        os.close(write_end)
+
+
+@contextlib.contextmanager
+def dev_full() -> Iterator[int]:
+    """/dev/full: every write fails with ENOSPC (a full disk)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this OS")
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def assert_local_write_error(result: subprocess.CompletedProcess[bytes]) -> None:
+    """Exit 1, one line that says stdout could not be written, never "network"."""
+    line = assert_one_line_error(result, 1)
+    assert "cannot write to standard output" in line
+    assert "network" not in line
+
+
+@pytest.mark.parametrize("args", [["info"], ["info", "--json"]])
+def test_info_to_closed_pipe_is_one_line(args: list[str]) -> None:
+    """``info --json | head -1``: one line on stderr, no traceback."""
+    with closed_pipe() as fd:
+        assert_local_write_error(run_cli_to(fd, *args))
+
+
+@pytest.mark.parametrize("args", [["info"], ["info", "--json"]])
+def test_info_to_full_disk_is_one_line(args: list[str]) -> None:
+    """``info > /dev/full``: one line on stderr, no traceback."""
+    with dev_full() as fd:
+        assert_local_write_error(run_cli_to(fd, *args))
+
+
+@pytest.mark.parametrize("path", ["/length", "/zero"])
+def test_get_to_full_disk_is_a_local_error(http_port: int, path: str) -> None:
+    """``get URL > /dev/full``: a local write error, not a network error (big and tiny body)."""
+    with dev_full() as fd:
+        result = run_cli_to(fd, "get", "-i", f"http://127.0.0.1:{http_port}{path}")
+    assert_local_write_error(result)
+
+
+def test_get_to_closed_pipe_is_one_line(http_port: int) -> None:
+    """``get URL | head -c 10`` after head left: one line, no traceback."""
+    with closed_pipe() as fd:
+        assert_local_write_error(run_cli_to(fd, "get", f"http://127.0.0.1:{http_port}/length"))
+
+
+def test_get_include_headers_as_sent(http_port: int) -> None:
+    """-i prints the status line and the headers as the server sent them, then the body."""
+    code, _, got = fetch(f"http://127.0.0.1:{http_port}/echo", include_headers=True, timeout=20)
+    assert code == 0
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 200 OK"
+    assert b"Content-Length: %d" % len(body) in lines[1:]
+    assert body.startswith(b"GET /echo\n")
