@@ -24,19 +24,24 @@ pair, not a pipe, because Windows' ``select`` only takes sockets).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import datetime
 import heapq
+import inspect
 import logging
 import math
 import numbers
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, ClassVar, TypeVar, cast, overload
 
 from iostream._platform import _WINDOWS
 from iostream.pollers import ERROR, READ, WRITE, Poller, choose
@@ -54,23 +59,107 @@ Handler = Callable[[Any, int], object]
 _CANCELLED_TIMERS_BEFORE_CLEANUP = 512
 
 
-class _Timeout:
-    """A scheduled call; the handle :meth:`IOLoop.call_later` returns.
+class Timeout:
+    """A scheduled call: the handle :meth:`IOLoop.call_later`,
+    :meth:`IOLoop.call_at` and :meth:`IOLoop.add_timeout` return.
 
-    Cancelling (``IOLoop.remove_timeout``) only drops the callback: the entry
-    stays in the heap until it is popped, so cancellation costs O(1).
+    It answers asyncio's ``TimerHandle`` questions (:meth:`cancel`,
+    :meth:`cancelled`, :meth:`when`), so ``asyncio.sleep``, ``asyncio.timeout``
+    and ``wait_for`` can use it, and it is what
+    :meth:`IOLoop.remove_timeout` takes. Cancelling only drops the callback:
+    the entry stays in the loop's heap until it is popped, so cancellation
+    costs O(1).
     """
 
-    __slots__ = ("args", "callback", "deadline")
+    __slots__ = ("_cancelled", "_loop", "args", "callback", "context", "deadline")
 
-    def __init__(self, deadline: float, callback: Callable[..., object], args: tuple[Any, ...]):
+    def __init__(
+        self,
+        deadline: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: IOLoop | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
         self.deadline = deadline
+        #: The callback, or ``None`` once it ran or was cancelled.
         self.callback: Callable[..., object] | None = callback
         self.args = args
+        #: The :class:`contextvars.Context` the callback runs in.
+        self.context = context
+        self._loop = loop
+        self._cancelled = False
+
+    def when(self) -> float:
+        """The deadline, on :meth:`IOLoop.time`'s clock."""
+        return self.deadline
+
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` (or ``remove_timeout``) was called."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Make sure the callback does not run; a no-op once it ran."""
+        self._cancelled = True
+        if self.callback is not None:
+            self.callback = None
+            self.args = ()
+            self.context = None
+            if self._loop is not None:
+                self._loop._cancelled_timers += 1
 
     def __repr__(self) -> str:
         state = "cancelled or done" if self.callback is None else repr(self.callback)
         return f"<Timeout at {self.deadline:.6f}: {state}>"
+
+
+#: The old private name of :class:`Timeout`.
+_Timeout = Timeout
+
+
+class Handle:
+    """What :meth:`IOLoop.call_soon` returns: asyncio's ``Handle`` interface.
+
+    The callback runs in the :class:`contextvars.Context` it was given (a
+    copy of the caller's when none was), as in asyncio.
+    """
+
+    __slots__ = ("_args", "_callback", "_cancelled", "_context")
+
+    def __init__(
+        self, callback: Callable[..., object], args: tuple[Any, ...], context: contextvars.Context
+    ) -> None:
+        self._callback: Callable[..., object] | None = callback
+        self._args = args
+        self._context = context
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Make sure the callback does not run; a no-op once it ran."""
+        self._cancelled = True
+        self._callback = None
+        self._args = ()
+
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancelled
+
+    def get_context(self) -> contextvars.Context:
+        """The context the callback runs in."""
+        return self._context
+
+    def _run(self) -> object:
+        callback = self._callback
+        if callback is None:
+            return None
+        self._callback = None
+        # asyncio ignores what a call_soon callback returns: so does this.
+        self._context.run(callback, *self._args)
+        return None
+
+    def __repr__(self) -> str:
+        state = "cancelled or done" if self._callback is None else repr(self._callback)
+        return f"<Handle {state}>"
 
 
 class _Waker:
@@ -111,6 +200,11 @@ class _Waker:
         self.writer.close()
 
 
+_T = TypeVar("_T")
+
+#: Per thread: the loop made current there (``IOLoop.make_current``).
+_current = threading.local()
+
 #: Every open loop, so that a forked child can give each its own waker.
 _live_loops: weakref.WeakSet[IOLoop] = weakref.WeakSet()
 
@@ -136,7 +230,13 @@ class IOLoop:
     _instance: ClassVar[IOLoop | None] = None
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, poller: Poller | str | None = None) -> None:
+    def __init__(
+        self, poller: Poller | str | None = None, *, make_current: bool | None = None
+    ) -> None:
+        if make_current is not None and not isinstance(make_current, bool):
+            raise TypeError(
+                f"make_current must be None, True or False, not {type(make_current).__name__}"
+            )
         if poller is None or isinstance(poller, str):
             self.poller: Poller = choose(poller)()
         elif isinstance(poller, Poller):
@@ -153,7 +253,7 @@ class IOLoop:
         # object itself stays referenced by _handlers, so its id is not reused.
         self._fd_of_object: dict[int, int] = {}
         self._callbacks: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
-        self._timers: list[tuple[float, int, _Timeout]] = []
+        self._timers: list[tuple[float, int, Timeout]] = []
         self._timer_seq = 0
         self._cancelled_timers = 0
         self._running = False
@@ -161,9 +261,19 @@ class IOLoop:
         self._closed = False
         self._polling = False
         self._thread_ident: int | None = None
+        self._debug = False
+        self._exception_handler: Callable[[Any, dict[str, Any]], object] | None = None
+        self._task_factory: Callable[..., Any] | None = None
+        self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
         self._waker = _Waker()
         self.add_handler(self._waker.fileno(), self._waker.drain, READ)
         _live_loops.add(self)
+        # Tornado's rule: a new loop becomes this thread's current loop when
+        # there is none (so `loop = IOLoop(); TCPServer(...).listen(0);
+        # loop.start()` works); make_current=True always, False never.
+        if make_current or (make_current is None and IOLoop._made_current() is None):
+            self.make_current()
 
     def _new_waker_after_fork(self) -> None:
         """In a forked child: replace the waker the parent still shares.
@@ -198,6 +308,53 @@ class IOLoop:
         """Forget the process-wide loop (it is not closed)."""
         with cls._instance_lock:
             cls._instance = None
+
+    @staticmethod
+    def _made_current() -> IOLoop | None:
+        loop: IOLoop | None = getattr(_current, "loop", None)
+        if loop is not None and loop._closed:
+            _current.loop = None
+            return None
+        return loop
+
+    @overload
+    @classmethod
+    def current(cls) -> IOLoop: ...
+
+    @overload
+    @classmethod
+    def current(cls, instance: bool = True) -> IOLoop | None: ...
+
+    @classmethod
+    def current(cls, instance: bool = True) -> IOLoop | None:
+        """The loop of this thread.
+
+        In order: the IOLoop running in this thread; else the one made
+        current here (:meth:`make_current`, or the first IOLoop created in
+        this thread while none was); else, with ``instance=True`` (the
+        default), :meth:`instance`; with ``instance=False``, ``None``.
+        """
+        running = asyncio.events._get_running_loop()
+        if isinstance(running, IOLoop):
+            return running
+        made = cls._made_current()
+        if made is not None:
+            return made
+        return cls.instance() if instance else None
+
+    def make_current(self) -> None:
+        """Make this loop :meth:`current` in this thread (when none runs).
+
+        Closing the loop undoes it.
+        """
+        if self._closed:
+            raise RuntimeError("cannot make a closed IOLoop current")
+        _current.loop = self
+
+    @staticmethod
+    def clear_current() -> None:
+        """Make no loop current in this thread (the running one still is)."""
+        _current.loop = None
 
     # -- fd handlers --------------------------------------------------------
 
@@ -293,8 +450,63 @@ class IOLoop:
         self.add_callback(callback, *args)
 
     def spawn_callback(self, callback: Callable[..., object], *args: Any) -> None:
-        """Same as :meth:`add_callback` (Tornado's name for it)."""
+        """Call ``callback(*args)`` on the next iteration, on its own.
+
+        Tornado's name for a fire-and-forget call: a coroutine function's
+        coroutine is run as a task, and what it raises is logged on the
+        ``iostream`` logger (as for :meth:`add_callback`, whose callbacks may
+        also return a coroutine or a Future).
+        """
         self.add_callback(callback, *args)
+
+    def add_future(
+        self,
+        future: asyncio.Future[_T] | concurrent.futures.Future[_T],
+        callback: Callable[[Any], object],
+    ) -> None:
+        """Call ``callback(future)`` on this loop once *future* is done.
+
+        *future* is an :class:`asyncio.Future` (of this loop or of another)
+        or a :class:`concurrent.futures.Future`; the callback always runs on
+        this loop's thread, as a callback of :meth:`add_callback` (so one
+        returning a coroutine has it run).
+        """
+        if not isinstance(future, (asyncio.Future, concurrent.futures.Future)):
+            raise TypeError(
+                "future must be an asyncio.Future or a concurrent.futures.Future, "
+                f"not {type(future).__name__}"
+            )
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        future.add_done_callback(lambda done: self.add_callback(callback, done))
+
+    def _adopt(self, result: object, callback: object) -> None:
+        """Run the awaitable a callback returned; log what it raises."""
+        if not inspect.isawaitable(result) and not isinstance(result, concurrent.futures.Future):
+            return  # a plain return value: ignored, as Tornado does
+        try:
+            if isinstance(result, concurrent.futures.Future):
+                future: asyncio.Future[Any] = asyncio.wrap_future(
+                    result, loop=cast(asyncio.AbstractEventLoop, self)
+                )
+            else:
+                future = asyncio.ensure_future(result, loop=cast(asyncio.AbstractEventLoop, self))
+        except Exception:
+            app_log.exception("Exception in callback %r", callback)
+            return
+
+        def log_failure(done: asyncio.Future[Any]) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is not None:
+                app_log.error(
+                    "Exception in callback %r",
+                    callback,
+                    exc_info=(type(error), error, error.__traceback__),
+                )
+
+        future.add_done_callback(log_failure)
 
     def time(self) -> float:
         """Seconds on a monotonic clock; the clock of every deadline."""
@@ -305,12 +517,15 @@ class IOLoop:
         deadline: float | datetime.timedelta,
         callback: Callable[..., object],
         *args: Any,
-    ) -> _Timeout:
+        context: contextvars.Context | None = None,
+    ) -> Timeout:
         """Call ``callback(*args)`` at *deadline* and return a handle for
         :meth:`remove_timeout`.
 
         *deadline* is a time on :meth:`time`'s clock, or a
-        :class:`datetime.timedelta` from now.
+        :class:`datetime.timedelta` from now. The callback runs in *context*
+        (default: a copy of the caller's :class:`contextvars.Context`, as
+        asyncio and Tornado do), and may return a coroutine, which is run.
         """
         if isinstance(deadline, datetime.timedelta):
             when = self.time() + deadline.total_seconds()
@@ -323,28 +538,52 @@ class IOLoop:
                 "deadline must be a number on IOLoop.time()'s clock or a timedelta, "
                 f"not {type(deadline).__name__}"
             )
-        return self._schedule(when, callback, args)
+        return self._schedule(when, callback, args, context)
 
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> _Timeout:
-        """Call ``callback(*args)`` after *delay* seconds; return the handle."""
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> Timeout:
+        """Call ``callback(*args)`` after *delay* seconds; return the handle.
+
+        The handle is a :class:`Timeout` (``cancel()``, ``when()``); see
+        :meth:`add_timeout` for *context*.
+        """
         if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
             raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
         if not math.isfinite(delay):
             # A NaN deadline would sit on top of the heap for ever, blocking
             # every later timer; an infinite one is "never": don't add it.
             raise ValueError(f"delay must be a finite number of seconds, got {delay!r}")
-        return self._schedule(self.time() + float(delay), callback, args)
+        return self._schedule(self.time() + float(delay), callback, args, context)
 
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> _Timeout:
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> Timeout:
         """Call ``callback(*args)`` at *when* on :meth:`time`'s clock."""
-        return self.add_timeout(when, callback, *args)
+        return self.add_timeout(when, callback, *args, context=context)
 
     def _schedule(
-        self, when: float, callback: Callable[..., object], args: tuple[Any, ...]
-    ) -> _Timeout:
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> Timeout:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        handle = _Timeout(when, callback, args)
+        if context is None:
+            context = contextvars.copy_context()
+        elif not isinstance(context, contextvars.Context):
+            raise TypeError(f"context must be a contextvars.Context, not {type(context).__name__}")
+        handle = Timeout(when, callback, args, self, context)
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, handle))
         if threading.get_ident() != self._thread_ident:
@@ -352,16 +591,13 @@ class IOLoop:
             self._waker.wake()
         return handle
 
-    def remove_timeout(self, handle: _Timeout) -> None:
+    def remove_timeout(self, handle: Timeout) -> None:
         """Cancel a timer; a no-op for one that already ran or was cancelled."""
-        if not isinstance(handle, _Timeout):
+        if not isinstance(handle, Timeout):
             raise TypeError(
                 f"handle must be what call_later/add_timeout returned, not {type(handle).__name__}"
             )
-        if handle.callback is not None:
-            handle.callback = None
-            handle.args = ()
-            self._cancelled_timers += 1
+        handle.cancel()
 
     # -- running ------------------------------------------------------------
 
@@ -382,14 +618,30 @@ class IOLoop:
             self._stopped = False
             self._running = False
             return
+        other = asyncio.events._get_running_loop()
+        if other is not None:
+            self._running = False
+            raise RuntimeError(
+                "cannot start an IOLoop while another event loop is running in this thread"
+            )
         previous_ident = self._thread_ident
         self._thread_ident = threading.get_ident()
+        # While it runs, this loop is asyncio's running loop of the thread:
+        # asyncio.get_running_loop(), sleep, gather, wait_for, create_task,
+        # Event and timeout then work in the coroutines it runs.
+        asyncio.events._set_running_loop(cast(asyncio.AbstractEventLoop, self))
+        old_hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+        )
         try:
             self._run()
         finally:
             self._running = False
             self._stopped = False
             self._thread_ident = previous_ident
+            asyncio.events._set_running_loop(None)
+            sys.set_asyncgen_hooks(*old_hooks)
 
     def _run(self) -> None:
         callbacks = self._callbacks
@@ -399,7 +651,7 @@ class IOLoop:
         run = self._run_callback
         while True:
             ready = len(callbacks)
-            due: list[_Timeout] = []
+            due: list[Timeout] = []
             if timers:
                 now = self.time()
                 while timers:
@@ -424,7 +676,7 @@ class IOLoop:
                 callback = handle.callback  # type: ignore[assignment]
                 if callback is not None:
                     handle.callback = None
-                    run(callback, handle.args)
+                    run(callback, handle.args, handle.context)
                 else:
                     # Cancelled by an earlier one of this batch, after it
                     # left the heap: remove_timeout counted it as in the heap.
@@ -458,17 +710,330 @@ class IOLoop:
                 except Exception:
                     app_log.exception("Exception in I/O handler for fd %r", entry[0])
 
-    def _run_callback(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def _run_callback(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None = None,
+    ) -> None:
         try:
-            callback(*args)
+            result = callback(*args) if context is None else context.run(callback, *args)
         except Exception:
             app_log.exception("Exception in callback %r", callback)
+            return
+        if result is not None:
+            # A coroutine or Future returned by a callback is run and its
+            # failure logged (Tornado's add_callback/spawn_callback rule).
+            self._adopt(result, callback)
 
     def _drop_cancelled_timers(self) -> None:
         # In place: the running loop holds a reference to this very list.
         self._timers[:] = [entry for entry in self._timers if entry[2].callback is not None]
         heapq.heapify(self._timers)
         self._cancelled_timers = 0
+
+    # -- awaitables ------------------------------------------------------------
+
+    def run_sync(self, func: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Run the loop until the awaitable ``func()`` returns completes.
+
+        Returns its result or raises its exception. ``func`` returning
+        ``None`` gives ``None`` (the loop still runs one iteration); any
+        other non-awaitable raises :class:`TypeError`. A
+        :class:`concurrent.futures.Future` is awaited too. With *timeout*
+        (seconds), the awaitable is cancelled after that long and
+        :class:`TimeoutError` is raised. If :meth:`stop` is called before it
+        completes, raises ``RuntimeError("Event loop stopped before Future
+        completed.")`` (as asyncio's ``run_until_complete``).
+        """
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        if timeout is not None:
+            if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+                raise TypeError(
+                    f"timeout must be None or a number of seconds, not {type(timeout).__name__}"
+                )
+            if not timeout >= 0 or not math.isfinite(timeout):
+                raise ValueError(f"timeout must be a finite number >= 0, got {timeout!r}")
+        if self._closed:
+            raise RuntimeError("IOLoop is closed")
+        if self._running:
+            raise RuntimeError("IOLoop is already running")
+        loop = cast(asyncio.AbstractEventLoop, self)
+        # Run func() in the loop's first iteration, as Tornado does, so that
+        # asyncio.get_running_loop() works inside it.
+        cell: list[asyncio.Future[Any]] = []
+        timed_out: list[bool] = []
+
+        def begin() -> None:
+            try:
+                result = func()
+            except Exception as error:
+                future: asyncio.Future[Any] = self.create_future()
+                future.set_exception(error)
+            else:
+                if result is None:
+                    future = self.create_future()
+                    future.set_result(None)
+                elif isinstance(result, concurrent.futures.Future):
+                    future = asyncio.wrap_future(result, loop=loop)
+                elif inspect.isawaitable(result):
+                    try:
+                        future = asyncio.ensure_future(result, loop=loop)
+                    except ValueError as error:  # a Future of another loop
+                        future = self.create_future()
+                        future.set_exception(error)
+                else:
+                    future = self.create_future()
+                    future.set_exception(
+                        TypeError(
+                            "run_sync's func must return an awaitable or None, "
+                            f"not {type(result).__name__}"
+                        )
+                    )
+            cell.append(future)
+            if timeout is not None:
+
+                def on_timeout() -> None:
+                    if not future.done():
+                        timed_out.append(True)
+                        future.cancel()
+
+                handle = self.call_later(timeout, on_timeout)
+                future.add_done_callback(lambda _: handle.cancel())
+            future.add_done_callback(stop_if_still_waiting)
+
+        def stop_if_still_waiting(_: object) -> None:
+            # A run_sync that gave up (stop() came first) must not stop a
+            # later run when its awaitable finally completes.
+            if waiting:
+                self.stop()
+
+        waiting = True
+        self.add_callback(begin)
+        try:
+            self.start()
+        finally:
+            waiting = False
+        if not cell or not cell[0].done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        future = cell[0]
+        if timed_out and future.cancelled():
+            raise TimeoutError(f"Operation timed out after {timeout} seconds")
+        return future.result()
+
+    # -- the part of asyncio's event-loop interface futures and tasks use ----
+
+    def create_future(self) -> asyncio.Future[Any]:
+        """A new :class:`asyncio.Future` bound to this loop."""
+        return asyncio.Future(loop=cast(asyncio.AbstractEventLoop, self))
+
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[_T]:
+        """Schedule *coro* as an :class:`asyncio.Task` on this loop."""
+        if self._closed:
+            raise RuntimeError("IOLoop is closed")
+        loop = cast(asyncio.AbstractEventLoop, self)
+        task: asyncio.Task[_T]
+        if self._task_factory is not None:
+            if context is None:
+                task = self._task_factory(loop, coro)
+            else:
+                task = self._task_factory(loop, coro, context=context)
+            if name is not None:
+                task.set_name(name)
+        elif context is None:
+            task = asyncio.Task(coro, loop=loop, name=name)
+        else:  # Task's context= is Python 3.11+
+            task = asyncio.Task(coro, loop=loop, name=name, context=context)  # type: ignore[call-arg,unused-ignore]
+        return task
+
+    def set_task_factory(self, factory: Callable[..., Any] | None) -> None:
+        """asyncio's ``set_task_factory``: ``factory(loop, coro, **kwargs)``."""
+        if factory is not None and not callable(factory):
+            raise TypeError(f"factory must be callable or None, not {type(factory).__name__}")
+        self._task_factory = factory
+
+    def get_task_factory(self) -> Callable[..., Any] | None:
+        """The task factory, or ``None`` for :class:`asyncio.Task`."""
+        return self._task_factory
+
+    def call_soon(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> Handle:
+        """asyncio's ``call_soon``: :meth:`add_callback` with a
+        cancellable :class:`Handle`, run in *context* (default: a copy of
+        the caller's). Safe from any thread, like :meth:`add_callback`.
+        """
+        if self._closed:
+            raise RuntimeError("IOLoop is closed")
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        if context is None:
+            context = contextvars.copy_context()
+        elif not isinstance(context, contextvars.Context):
+            raise TypeError(f"context must be a contextvars.Context, not {type(context).__name__}")
+        handle = Handle(callback, args, context)
+        self.add_callback(handle._run)
+        return handle
+
+    call_soon_threadsafe = call_soon
+
+    def run_forever(self) -> None:
+        """asyncio's name for :meth:`start`."""
+        self.start()
+
+    def run_until_complete(self, future: Awaitable[_T]) -> _T:
+        """asyncio's ``run_until_complete``: :meth:`run_sync` on *future*."""
+        if not inspect.isawaitable(future):
+            raise TypeError(f"an awaitable is required, not {type(future).__name__}")
+        result: _T = self.run_sync(lambda: future)
+        return result
+
+    def is_running(self) -> bool:
+        """asyncio's name for :meth:`running`."""
+        return self._running
+
+    def is_closed(self) -> bool:
+        """asyncio's name for :meth:`closed`."""
+        return self._closed
+
+    def get_debug(self) -> bool:
+        """asyncio's debug flag (only stored: this loop has no debug mode)."""
+        return self._debug
+
+    def set_debug(self, enabled: bool) -> None:
+        """Set the flag :meth:`get_debug` returns; futures then record
+        where they were created."""
+        self._debug = bool(enabled)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        """Log *context* (asyncio's error report) on the ``iostream`` logger."""
+        message = context.get("message") or "Unhandled exception in event loop"
+        error = context.get("exception")
+        exc_info: Any = (type(error), error, error.__traceback__) if error is not None else None
+        details = [
+            f"{key}: {value!r}"
+            for key, value in sorted(context.items())
+            if key not in ("message", "exception")
+        ]
+        if details:
+            message = message + "\n" + "\n".join(details)
+        app_log.error("%s", message, exc_info=exc_info)
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        """asyncio's error report (an unretrieved Future exception, a pending
+        Task destroyed...): the handler set, else
+        :meth:`default_exception_handler`. Never raises."""
+        handler = self._exception_handler
+        if handler is not None:
+            try:
+                handler(self, context)
+                return
+            except Exception:
+                app_log.exception("Exception in the event loop's exception handler")
+        try:
+            self.default_exception_handler(context)
+        except Exception:  # pragma: no cover - logging itself failed
+            pass
+
+    def set_exception_handler(
+        self, handler: Callable[[Any, dict[str, Any]], object] | None
+    ) -> None:
+        """asyncio's ``set_exception_handler``: ``handler(loop, context)``."""
+        if handler is not None and not callable(handler):
+            raise TypeError(f"handler must be callable or None, not {type(handler).__name__}")
+        self._exception_handler = handler
+
+    def get_exception_handler(self) -> Callable[[Any, dict[str, Any]], object] | None:
+        """The handler :meth:`set_exception_handler` set, or ``None``."""
+        return self._exception_handler
+
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None, func: Callable[..., _T], *args: Any
+    ) -> asyncio.Future[_T]:
+        """Run ``func(*args)`` in *executor* (``None``: a thread pool of this
+        loop's, shut down at :meth:`close`); an awaitable Future of its result."""
+        if self._closed:
+            raise RuntimeError("IOLoop is closed")
+        if executor is None:
+            if self._default_executor is None:
+                self._default_executor = concurrent.futures.ThreadPoolExecutor(
+                    thread_name_prefix="iostream-ioloop"
+                )
+            executor = self._default_executor
+        return asyncio.wrap_future(
+            executor.submit(func, *args), loop=cast(asyncio.AbstractEventLoop, self)
+        )
+
+    def set_default_executor(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        """The executor ``run_in_executor(None, ...)`` uses."""
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            raise TypeError(f"executor must be a ThreadPoolExecutor, not {type(executor).__name__}")
+        self._default_executor = executor
+
+    async def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        """:func:`socket.getaddrinfo` in the default executor."""
+        return await self.run_in_executor(
+            None, socket.getaddrinfo, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int = 0) -> tuple[str, str]:
+        """:func:`socket.getnameinfo` in the default executor."""
+        return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+
+    def _asyncgen_firstiter_hook(self, agen: Any) -> None:
+        self._asyncgens.add(agen)
+
+    def _asyncgen_finalizer_hook(self, agen: Any) -> None:
+        # Called by the garbage collector, maybe from another thread.
+        self._asyncgens.discard(agen)
+        if not self._closed:
+            self.add_callback(self.create_task, agen.aclose())
+
+    async def shutdown_asyncgens(self) -> None:
+        """Close the async generators still open (asyncio's method)."""
+        gens = list(self._asyncgens)
+        self._asyncgens.clear()
+        if not gens:
+            return
+        results = await asyncio.gather(*(gen.aclose() for gen in gens), return_exceptions=True)
+        for gen, result in zip(gens, results, strict=True):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": f"error while closing asynchronous generator {gen!r}",
+                        "exception": result,
+                        "asyncgen": gen,
+                    }
+                )
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        """Shut the default executor down without blocking the loop."""
+        executor = self._default_executor
+        if executor is None:
+            return
+        self._default_executor = None
+        await self.run_in_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=1), executor.shutdown, True
+        )
 
     def stop(self) -> None:
         """Make :meth:`start` return after the current iteration.
@@ -526,9 +1091,66 @@ class IOLoop:
         self.poller.close()
         if IOLoop._instance is self:
             IOLoop.clear_instance()
+        if getattr(_current, "loop", None) is self:
+            _current.loop = None
+        if self._default_executor is not None:
+            self._default_executor.shutdown(wait=False)
+            self._default_executor = None
 
     def __repr__(self) -> str:
         return f"<IOLoop poller={self.poller.name!r} handlers={self.handler_count()}>"
+
+
+def _not_provided(name: str) -> Callable[..., Any]:
+    def method(self: IOLoop, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            f"IOLoop.{name} is not provided by iostream's native IOLoop, which runs "
+            "futures, tasks and timers only; for asyncio's sockets, transports, "
+            "pipes and signals run asyncio on iostream's pollers with "
+            "iostream.asyncio (new_event_loop() / run()), or use "
+            "IOLoop.from_asyncio() on an asyncio loop"
+        )
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = (
+        "Not provided: raises :class:`NotImplementedError` naming ``iostream.asyncio``."
+    )
+    return method
+
+
+#: asyncio event-loop methods the native IOLoop does not provide.
+_NOT_PROVIDED = (
+    "add_reader",
+    "remove_reader",
+    "add_writer",
+    "remove_writer",
+    "sock_recv",
+    "sock_recv_into",
+    "sock_recvfrom",
+    "sock_recvfrom_into",
+    "sock_sendall",
+    "sock_sendto",
+    "sock_connect",
+    "sock_accept",
+    "sock_sendfile",
+    "sendfile",
+    "start_tls",
+    "create_connection",
+    "create_server",
+    "create_unix_connection",
+    "create_unix_server",
+    "create_datagram_endpoint",
+    "connect_accepted_socket",
+    "connect_read_pipe",
+    "connect_write_pipe",
+    "subprocess_exec",
+    "subprocess_shell",
+    "add_signal_handler",
+    "remove_signal_handler",
+)
+for _name in _NOT_PROVIDED:
+    setattr(IOLoop, _name, _not_provided(_name))
+del _name
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
