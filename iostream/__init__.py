@@ -11,6 +11,16 @@ Three layers, each usable alone (see ``SPEC.md``):
 
 from __future__ import annotations
 
+import sys as _sys
+
+# Before anything else: on an older Python the imports below would fail with
+# a TypeError deep in a module (``int | Protocol``), which says nothing useful.
+# name="iostream" lets ``python -m iostream`` show it as one line, no traceback.
+if _sys.version_info < (3, 10):  # noqa: UP036  (checked by tests/test_cli.py on a 3.9)
+    raise ImportError(
+        f"iostream needs Python 3.10+; this is Python {_sys.version.split()[0]}", name="iostream"
+    )
+
 from iostream import pollers
 from iostream._version import __version__
 from iostream.ioloop import IOLoop

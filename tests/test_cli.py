@@ -27,9 +27,13 @@ from pathlib import Path
 
 import pytest
 
+import iostream
 from iostream import _cli, pollers
 
-ROOT = Path(__file__).resolve().parent.parent
+#: The directory holding the iostream package under test: the checkout, or
+#: site-packages when the tests run against an installed wheel (tox). The
+#: subprocesses run from there so that they import the same copy.
+PACKAGE_PARENT = Path(iostream.__file__).resolve().parent.parent
 
 #: A body that contains the header delimiter and CRLFs, so a client that
 #: confuses body and framing shows it.
@@ -41,13 +45,13 @@ CHUNKED_BODY = b"".join(CHUNKS)
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m iostream ARGS`` from the source tree; return the result."""
+    """Run ``python -m iostream ARGS`` on the copy under test; return the result."""
     full_env = {k: v for k, v in os.environ.items() if k != pollers.ENV_VAR}
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "iostream", *args],
-        cwd=ROOT,
+        cwd=PACKAGE_PARENT,
         env=full_env,
         capture_output=True,
         timeout=timeout,
@@ -612,10 +616,10 @@ def test_get_ipv6_refused_message_is_bracketed() -> None:
 def run_cli_to(stdout: int, *args: str) -> subprocess.CompletedProcess[bytes]:
     """``python -m iostream ARGS`` with its stdout on the file descriptor *stdout*."""
     env = {k: v for k, v in os.environ.items() if k != pollers.ENV_VAR}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, "-m", "iostream", *args],
-        cwd=ROOT,
+        cwd=PACKAGE_PARENT,
         env=env,
         stdout=stdout,
         stderr=subprocess.PIPE,
@@ -691,3 +695,35 @@ def test_get_include_headers_as_sent(http_port: int) -> None:
     assert lines[0] == b"HTTP/1.1 200 OK"
     assert b"Content-Length: %d" % len(body) in lines[1:]
     assert body.startswith(b"GET /echo\n")
+
+
+def _python39() -> str | None:
+    """A CPython 3.9 interpreter on this machine (pyenv's or on PATH), if any."""
+    import glob
+    import shutil
+
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = sorted(glob.glob(os.path.join(root, "versions", "3.9*", "bin", "python3.9")))
+    return found[-1] if found else shutil.which("python3.9")
+
+
+def test_python39_gets_a_clear_message() -> None:
+    """``python3.9 -m iostream info``: "needs Python 3.10+" on one line, not a TypeError."""
+    python39 = _python39()
+    if python39 is None:
+        pytest.skip("no Python 3.9 on this machine")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(PACKAGE_PARENT)
+    result = subprocess.run(
+        [python39, "-m", "iostream", "info"],
+        cwd=PACKAGE_PARENT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 1
+    assert "Traceback" not in stderr and "TypeError" not in stderr
+    assert "iostream needs Python 3.10+; this is Python 3.9" in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
