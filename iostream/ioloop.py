@@ -45,7 +45,7 @@ from typing import Any, ClassVar, TypeVar, cast, overload
 
 from iostream._platform import _WINDOWS
 from iostream.pollers import ERROR, READ, WRITE, Poller, choose
-from iostream.pollers.base import FileDescriptorLike, fd_of
+from iostream.pollers.base import MAX_TIMEOUT, FileDescriptorLike, fd_of
 
 #: The logger every layer reports unexpected exceptions on.
 app_log = logging.getLogger("iostream")
@@ -260,6 +260,10 @@ class IOLoop:
         self._stopped = False
         self._closed = False
         self._polling = False
+        # While a batch of polled events is handed out: the fds removed
+        # meanwhile, whose remaining events in the batch are stale.
+        self._dispatching = False
+        self._stale_fds: set[int] = set()
         self._thread_ident: int | None = None
         self._debug = False
         self._exception_handler: Callable[[Any, dict[str, Any]], object] | None = None
@@ -413,6 +417,8 @@ class IOLoop:
         entry = self._handlers.pop(fileno, None)
         if entry is None:
             return
+        if self._dispatching:
+            self._stale_fds.add(fileno)
         if not isinstance(entry[0], int):
             self._fd_of_object.pop(id(entry[0]), None)
         try:
@@ -422,7 +428,10 @@ class IOLoop:
             pass
 
     def handler_count(self) -> int:
-        """How many fds have a handler, not counting the loop's own waker."""
+        """How many fds have a handler, not counting the loop's own waker
+        (0 once the loop is closed)."""
+        if self._closed:
+            return 0
         return len(self._handlers) - 1
 
     # -- callbacks and timers -----------------------------------------------
@@ -647,6 +656,7 @@ class IOLoop:
         callbacks = self._callbacks
         timers = self._timers
         handlers = self._handlers
+        stale = self._stale_fds
         poll = self.poller.poll
         run = self._run_callback
         while True:
@@ -693,7 +703,10 @@ class IOLoop:
             if callbacks:
                 timeout: float | None = 0.0
             elif timers:
-                timeout = max(0.0, timers[0][0] - self.time())
+                # Capped: a timer 30 years away must not overflow the
+                # poller's C int of milliseconds (the loop just wakes up
+                # once a day and waits again).
+                timeout = min(max(0.0, timers[0][0] - self.time()), MAX_TIMEOUT)
             else:
                 timeout = None
             try:
@@ -701,14 +714,25 @@ class IOLoop:
             finally:
                 self._polling = False
 
-            for fd, mask in events:
-                entry = handlers.get(fd)
-                if entry is None:
-                    continue  # removed by an earlier handler in this batch
-                try:
-                    entry[1](entry[0], mask)
-                except Exception:
-                    app_log.exception("Exception in I/O handler for fd %r", entry[0])
+            self._dispatching = True
+            try:
+                for fd, mask in events:
+                    entry = handlers.get(fd)
+                    if entry is None:
+                        continue  # removed by an earlier handler in this batch
+                    if stale and fd in stale:
+                        # Removed by an earlier handler of this batch, and
+                        # maybe re-added for a new file with the same number:
+                        # this event was polled for the old one.
+                        continue
+                    try:
+                        entry[1](entry[0], mask)
+                    except Exception:
+                        app_log.exception("Exception in I/O handler for fd %r", entry[0])
+            finally:
+                self._dispatching = False
+                if stale:
+                    stale.clear()
 
     def _run_callback(
         self,

@@ -70,11 +70,19 @@ def fd_of(fileobj: FileDescriptorLike) -> int:
 
 _PollerT = TypeVar("_PollerT", bound="Poller")
 
+#: The longest wait one ``poll()`` call makes, in seconds: a longer timeout
+#: (a timer 30 days or 30 years away) waits this long and returns with what
+#: it has, possibly nothing. Why a cap: epoll_wait() and poll() take a C int
+#: of milliseconds, which holds only 24.8 days (a longer one raises
+#: OverflowError); asyncio caps its waits at 24 h too.
+MAX_TIMEOUT = 86400.0
+
 
 def normalize_timeout(timeout: float | None) -> float | None:
     """``poll``'s timeout as ``None`` (block) or seconds >= 0.
 
-    A negative timeout means "do not wait" (0). Anything that is not a real
+    A negative timeout means "do not wait" (0); one above
+    :data:`MAX_TIMEOUT` is cut to it. Anything that is not a real
     number, and NaN, gets an error that names ``timeout``.
     """
     if timeout is None:
@@ -85,6 +93,8 @@ def normalize_timeout(timeout: float | None) -> float | None:
         )
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not NaN")
+    if timeout > MAX_TIMEOUT:
+        return MAX_TIMEOUT
     return timeout if timeout > 0 else 0.0
 
 
