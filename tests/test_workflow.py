@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import configparser
 import itertools
+import os
 import re
 import shlex
 import subprocess
@@ -261,3 +262,30 @@ def test_tox_has_every_python_poller_env() -> None:
     for poller in ("epoll", "kqueue", "devpoll", "poll", "select"):
         assert f"{poller}: IOSTREAM_POLLER = {poller}" in set_env
     assert ini["tox"]["skip_missing_interpreters"] == "true"
+
+
+def test_tox_tests_the_installed_wheel() -> None:
+    """tox builds a wheel, installs it, and runs isolated from the checkout."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini", encoding="utf-8")
+    env = ini["testenv"]
+    assert env["package"] == "wheel"
+    assert "IOSTREAM_EXPECT_INSTALLED = 1" in env["set_env"]
+    commands = [line.strip() for line in env["commands"].strip().splitlines()]
+    # -I: the current directory (the checkout) is not on sys.path.
+    assert commands and all(line.startswith("python -I ") for line in commands)
+    assert "docs" in ini["tox"]["env_list"]
+    assert "sphinx -W" in ini["testenv:docs"]["commands"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("IOSTREAM_EXPECT_INSTALLED"),
+    reason="only where the run promises an installed copy (tox sets IOSTREAM_EXPECT_INSTALLED)",
+)
+def test_the_installed_copy_is_under_test() -> None:
+    """Under tox, ``import iostream`` finds the installed wheel, never the checkout."""
+    import iostream
+
+    package = Path(iostream.__file__).resolve()
+    assert package.parent != ROOT / "iostream", f"tests imported the checkout: {package}"
+    assert "site-packages" in package.parts, package
