@@ -107,3 +107,71 @@ def error_from_code(code: int) -> OSError:
     if exc_class is not None:
         return exc_class(code, message)
     return OSError(code, message)
+
+
+# -- listening sockets and accept() (used by iostream.netutil, iostream.tcpserver)
+
+WSAEMFILE = 10024
+
+
+def _errnos(*names: str) -> frozenset[int]:
+    """The numbers of the errno *names* this platform defines (others are skipped)."""
+    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
+
+
+#: accept() errors about the one connection being taken, not the listening
+#: socket: go on with the next. A connection reset or aborted while it sat in
+#: the listen queue gives ECONNABORTED on FreeBSD and macOS (Linux hands it
+#: out, and the reset shows on the new socket). Linux also passes pending
+#: network errors of the new connection up as an error of accept() itself
+#: (accept(2), "Error handling": EPROTO, ENOPROTOOPT, ENETDOWN, EHOSTDOWN,
+#: ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH, ETIMEDOUT) and tells the
+#: caller to retry as for EAGAIN.
+ACCEPT_CONNECTION_GONE_ERRNOS: frozenset[int] = _errnos(
+    "ECONNABORTED",
+    "ECONNRESET",
+    "EPROTO",
+    "ENOPROTOOPT",
+    "ENETDOWN",
+    "EHOSTDOWN",
+    "ENONET",
+    "EHOSTUNREACH",
+    "EOPNOTSUPP",
+    "ENETUNREACH",
+    "ETIMEDOUT",
+) | {WSAECONNRESET, WSAECONNABORTED}
+
+#: accept() errors that mean the process or the kernel ran out of fds or
+#: memory (EMFILE, ENFILE; ENOBUFS and ENOMEM on Linux and the BSDs; their
+#: Winsock codes). The connection stays queued, so the listening socket stays
+#: readable and a level-triggered poller reports it again at once: the
+#: server must pause accepting, not retry in a busy loop. ENOBUFS is also in
+#: :data:`WOULD_BLOCK_ERRNOS` (a BSD send short of mbufs), so accept code
+#: checks this set *before* :func:`is_would_block`.
+ACCEPT_OUT_OF_RESOURCES_ERRNOS: frozenset[int] = _errnos(
+    "EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"
+) | {WSAEMFILE, WSAENOBUFS}
+
+#: Errors from wrapping an accepted socket in TLS (``SSLContext.wrap_socket``
+#: asks ``getpeername`` and reads ahead) that mean the peer reset the
+#: connection before or just after it was accepted: close it quietly. macOS
+#: answers ``getpeername`` on such a socket with EINVAL; Linux with ENOTCONN,
+#: which the ssl module swallows before its read-ahead then fails with
+#: ECONNRESET.
+TLS_WRAP_PEER_GONE_ERRNOS: frozenset[int] = CONNECTION_LOST_ERRNOS | {errno.EINVAL}
+
+#: Set SO_REUSEADDR on listening sockets. POSIX: it lets a restarted server
+#: bind its port while old connections sit in TIME_WAIT. Windows: it would let
+#: another process bind the same port and steal connections (Windows has
+#: SO_EXCLUSIVEADDRUSE for the POSIX meaning), so it stays off there.
+REUSEADDR_ON_LISTENERS: bool = not _WINDOWS
+
+#: macOS: ``getaddrinfo("localhost")`` also gives the link-local ``fe80::1%lo0``;
+#: binding it makes the application firewall ask the user for permission
+#: (again and again). bind_sockets skips link-local addresses for "localhost".
+SKIP_LINK_LOCAL_FOR_LOCALHOST: bool = _MACOS
+
+#: Linux only: a UNIX socket name that starts with NUL is in the abstract
+#: namespace (no file; gone with the last socket). Other systems would treat
+#: it as an (invalid or empty) path.
+ABSTRACT_UNIX_SOCKETS: bool = sys.platform.startswith("linux")
