@@ -1,0 +1,579 @@
+"""Per-fd fallback (SPEC "Per-fd fallback"): :class:`FallbackPoller`.
+
+First the whole poller contract (``test_pollers.TestContract``) runs on a
+FallbackPoller over every backend here, twice: with nothing fallen back
+(straight delegation) and *engaged*, with a refused fd parked in the
+secondary (registered, then modified to no events, so it reports nothing)
+so that every contract test goes through the combined wait. Then each
+refusal the issue names, on Linux: regular files under epoll, a tty under a
+kqueue stand-in that refuses ttys with EINVAL as macOS does, and an fd >=
+FD_SETSIZE under select. Each shows events arriving on the fallback fd and
+on a primary fd in the same sequence of poll calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import select
+import socket
+import tempfile
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fake_kqueue as kq
+import pytest
+import test_pollers
+from _poller_helpers import EVENT_TIMEOUT, drain, loopback_pair, poll_until
+
+from iostream import pollers
+from iostream.pollers import ERROR, READ, WRITE, Poller
+from iostream.pollers.fallback import FallbackPoller, default_secondaries
+from iostream.pollers.kqueue import KqueuePoller
+from iostream.pollers.poll import PollPoller
+from iostream.pollers.select_ import FD_SETSIZE_POSIX, SelectPoller
+
+Pair = tuple[socket.socket, socket.socket]
+
+HAVE_EPOLL = "epoll" in pollers.available()
+HAVE_POLL = "poll" in pollers.available()
+needs_epoll = pytest.mark.skipif(not HAVE_EPOLL, reason="needs epoll (Linux)")
+needs_poll = pytest.mark.skipif(not HAVE_POLL, reason="needs poll")
+needs_pty = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs os.openpty")
+
+
+# -- a kqueue that refuses ttys, as macOS's does ------------------------------------
+
+
+class _TtyRefusingQueue(kq.kqueue):
+    """The kqueue stand-in, refusing a tty with EINVAL as macOS's kqueue does.
+
+    Why macOS does: the tty driver has no kqueue filter (``kevent`` on
+    /dev/tty and some other character devices fails with EINVAL), which is
+    why prompt_toolkit/urwid-based tools install a select-based loop there.
+    """
+
+    def control(
+        self, changelist: Any, max_events: int, timeout: float | None = None
+    ) -> list[kq.kevent]:
+        changes = list(changelist) if changelist is not None else []
+        for change in changes:
+            if change.flags & kq.KQ_EV_ADD and _isatty(change.ident):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return super().control(changes, max_events, timeout)
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+_TTY_REFUSING_SELECT = types.SimpleNamespace(
+    **{name: getattr(kq, name) for name in dir(kq) if name.startswith("KQ_")},
+    kevent=kq.kevent,
+    kqueue=_TtyRefusingQueue,
+)
+
+
+class TtyRefusingKqueuePoller(KqueuePoller):
+    """KqueuePoller over a stand-in kqueue that refuses ttys (macOS)."""
+
+    _select = _TTY_REFUSING_SELECT
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """A connected loopback pair, closed afterwards."""
+    a, b = loopback_pair()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _high_fd(fd: int) -> int:
+    """A dup of *fd* numbered >= FD_SETSIZE (skips if the fd limit is too low)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < FD_SETSIZE_POSIX + 200:
+        want = FD_SETSIZE_POSIX + 200
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low for an fd >= 1024")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    for high in range(FD_SETSIZE_POSIX + 100, FD_SETSIZE_POSIX + 200):
+        try:
+            os.fstat(high)
+        except OSError:
+            os.dup2(fd, high)
+            return high
+    pytest.skip("no free fd between 1124 and 1224")
+
+
+def _refused_fd(name: str, keep: list[int]) -> int:
+    """An open fd that the *name* primary refuses; closed by the caller via *keep*."""
+    if name == "epoll":
+        fd = os.open(os.devnull, os.O_RDWR)  # a character device with no poll: EPERM
+    elif name == "select":
+        low = os.open(os.devnull, os.O_RDWR)
+        try:
+            fd = _high_fd(low)
+        finally:
+            os.close(low)
+    elif name == "kqueue":
+        if not hasattr(os, "openpty"):
+            pytest.skip("needs a pty")
+        master, fd = os.openpty()
+        keep.append(master)
+    else:
+        pytest.skip(f"{name} refuses no fd on this OS")
+    keep.append(fd)
+    return fd
+
+
+# -- the contract, through the wrapper ------------------------------------------------
+
+
+class TestFallbackContract(test_pollers.TestContract):
+    """The poller contract on FallbackPoller, plain and with the fallback engaged."""
+
+    @pytest.fixture(params=["plain", "engaged"])
+    def mode(self, request: pytest.FixtureRequest) -> str:
+        """Plain: nothing fell back. Engaged: a refused fd sits in the secondary."""
+        value: str = request.param
+        return value
+
+    def primary_class(self, name: str) -> type[Poller]:
+        """The backend wrapped for *name*."""
+        return pollers.BACKENDS[name]
+
+    @pytest.fixture
+    def make(self, name: str, mode: str) -> Iterator[Callable[[], Poller]]:
+        """Makes a FallbackPoller over the backend, engaged in ``engaged`` mode."""
+        keep: list[int] = []
+        cls = self.primary_class(name)
+
+        def make_one() -> Poller:
+            poller = FallbackPoller(cls())
+            if mode == "engaged":
+                fd = _refused_fd(name, keep)
+                poller.register(fd, READ)
+                poller.modify(fd, 0)  # parked: reports nothing, engages the wait
+                assert list(poller.fallbacks) == [fd]
+                assert poller.secondary is not None
+            return poller
+
+        try:
+            yield make_one
+        finally:
+            for fd in keep:
+                os.close(fd)
+
+    def test_high_fd(self, poller: Poller, pair: Pair, name: str) -> None:
+        """Through the wrapper an fd >= 1024 works on every backend, select included."""
+        a, b = pair
+        high = _high_fd(b.fileno())
+        try:
+            poller.register(a, WRITE)
+            poller.register(high, READ)
+            a.send(b"x")
+            events, _ = poll_until(poller, high, READ)
+            assert events == READ
+            assert isinstance(poller, FallbackPoller)
+            assert (high in poller.fallbacks) == (name == "select")
+            poller.unregister(high)
+            assert poller.poll(0) == [(a.fileno(), WRITE)]
+        finally:
+            os.close(high)
+
+
+@needs_pty
+@needs_poll
+class TestTtyRefusingKqueueContract(TestFallbackContract):
+    """The contract on FallbackPoller over the kqueue stand-in that refuses ttys."""
+
+    @pytest.fixture
+    def name(self) -> str:
+        """The backend's name."""
+        return "kqueue"
+
+    def primary_class(self, name: str) -> type[Poller]:
+        """The tty-refusing kqueue stand-in."""
+        return TtyRefusingKqueuePoller
+
+    def socket_error(self, sock: socket.socket) -> int:
+        """The stand-in read (and so cleared) SO_ERROR: it remembers it."""
+        return kq.socket_error(sock.fileno())
+
+    def test_high_fd(self, poller: Poller, pair: Pair, name: str) -> None:
+        """kqueue takes a high fd itself (nothing falls back)."""
+        a, b = pair
+        high = _high_fd(b.fileno())
+        try:
+            poller.register(high, READ)
+            a.send(b"x")
+            events, _ = poll_until(poller, high, READ)
+            assert events == READ
+            assert isinstance(poller, FallbackPoller)
+            assert high not in poller.fallbacks
+        finally:
+            poller.unregister(high)
+            os.close(high)
+
+
+def test_the_stand_in_refuses_ttys_only(pair: Pair) -> None:
+    """The stand-in itself: EINVAL for a pty, a socket still accepted."""
+    if not hasattr(os, "openpty"):
+        pytest.skip("needs a pty")
+    master, slave = os.openpty()
+    try:
+        with TtyRefusingKqueuePoller() as poller:
+            with pytest.raises(OSError) as info:
+                poller.register(slave, READ)
+            assert info.value.errno == errno.EINVAL
+            poller.register(pair[1], READ)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+# -- regular files under epoll ----------------------------------------------------------
+
+
+@needs_epoll
+def test_regular_file_under_epoll_is_always_ready(pair: Pair) -> None:
+    a, b = pair
+    with tempfile.TemporaryFile() as file, FallbackPoller(pollers.EpollPoller()) as poller:
+        assert poller.name == "epoll"
+        poller.register(file, READ | WRITE)
+        poller.register(b, READ)
+        reason = poller.fallbacks[file.fileno()]
+        assert "epoll refused it" in reason and "regular file" in reason
+        assert poller.secondary is None  # a file needs no second backend
+        # Always ready: a long timeout returns at once.
+        start = time.monotonic()
+        assert poller.poll(EVENT_TIMEOUT) == [(file.fileno(), READ | WRITE)]
+        assert time.monotonic() - start < EVENT_TIMEOUT / 2
+        # The socket's event arrives alongside, in the same call.
+        a.send(b"x")
+        events, results = poll_until(poller, b.fileno(), READ)
+        assert events == READ
+        assert (file.fileno(), READ | WRITE) in results[-1]
+        # Exactly what was asked: READ only, then nothing (and then it waits).
+        poller.modify(file, READ)
+        assert dict(poller.poll(0)) == {file.fileno(): READ, b.fileno(): READ}
+        drain(b)
+        poller.modify(file.fileno(), 0)
+        start = time.monotonic()
+        assert poller.poll(0.2) == []
+        assert time.monotonic() - start >= 0.15
+        poller.unregister(file)
+        assert poller.fallbacks == {}
+
+
+@needs_epoll
+def test_directory_under_epoll_is_always_ready() -> None:
+    with tempfile.TemporaryDirectory() as path, FallbackPoller(pollers.EpollPoller()) as poller:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            poller.register(fd, READ)
+            assert poller.poll(0) == [(fd, READ)]
+        finally:
+            poller.unregister(fd)
+            os.close(fd)
+
+
+@needs_epoll
+@needs_poll
+def test_device_epoll_refuses_goes_to_poll_and_the_wait_hears_both(pair: Pair) -> None:
+    """/dev/null (EPERM under epoll) is watched by poll; epoll's fds still wake the wait."""
+    a, b = pair
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with FallbackPoller(pollers.EpollPoller()) as poller:
+            poller.register(b, READ)
+            poller.register(null, WRITE)
+            assert "watched by poll" in poller.fallbacks[null]
+            assert isinstance(poller.secondary, PollPoller)
+            assert poller.poll(0) == [(null, WRITE)]  # poll() says /dev/null is writable
+            poller.modify(null, 0)
+            # Blocking in the secondary, woken by epoll's fd when b gets data.
+            start = time.monotonic()
+            assert poller.poll(0.1) == []
+            assert time.monotonic() - start >= 0.08
+            a.send(b"x")
+            assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+            poller.modify(null, READ)
+            assert dict(poller.poll(0)) == {b.fileno(): READ, null: READ}
+            poller.unregister(null)
+            assert poller.secondary is None and poller.fallbacks == {}
+            assert poller.poll(0) == [(b.fileno(), READ)]
+    finally:
+        os.close(null)
+
+
+# -- a tty under kqueue (the stand-in refuses it as macOS does) ----------------------------
+
+
+@needs_pty
+@pytest.mark.parametrize("secondary", ["poll", "select"])
+def test_tty_refused_by_kqueue_falls_back(pair: Pair, secondary: str) -> None:
+    """READ, WRITE and hang-up on the pty, and READ on a kqueue socket, in one sequence."""
+    if secondary not in pollers.available():
+        pytest.skip(f"{secondary} is not available here")
+    a, b = pair
+    master, slave = os.openpty()
+    master_open = True
+    try:
+        primary = TtyRefusingKqueuePoller()
+        secondaries = [pollers.BACKENDS[secondary]]
+        with FallbackPoller(primary, secondaries=secondaries) as poller:
+            assert poller.name == "kqueue"
+            poller.register(b, READ)
+            poller.register(slave, READ | WRITE)
+            reason = poller.fallbacks[slave]
+            assert "kqueue refused it" in reason and "Invalid argument" in reason
+            assert f"watched by {secondary}" in reason
+            # WRITE on the tty at once; READ is not there yet.
+            events, _ = poll_until(poller, slave, WRITE)
+            assert events == WRITE
+            poller.modify(slave, READ)
+            assert poller.poll(0) == []
+            # Both wake the same wait: the socket (kqueue), then the tty (fallback).
+            a.send(b"sock")
+            events, _ = poll_until(poller, b.fileno(), READ)
+            assert events == READ
+            assert drain(b) == b"sock"
+            os.write(master, b"line\n")
+            events, results = poll_until(poller, slave, READ)
+            assert events == READ
+            assert all(fd != b.fileno() for result in results for fd, _ in result)
+            assert os.read(slave, 100) == b"line\n"
+            # Hang-up: the terminal's master side goes away.
+            os.close(master)
+            master_open = False
+            events, _ = poll_until(poller, slave, READ | ERROR)
+            if secondary == "poll":
+                assert events & ERROR  # POLLHUP; select sees a hang-up as READ only
+            # The kqueue socket still works next to the hung-up tty.
+            poller.unregister(slave)
+            a.send(b"more")
+            events, _ = poll_until(poller, b.fileno(), READ)
+            assert events == READ
+            assert poller.secondary is None
+    finally:
+        if master_open:
+            os.close(master)
+        os.close(slave)
+
+
+@needs_pty
+def test_default_secondary_is_poll_where_available_else_select() -> None:
+    assert [cls.name for cls in default_secondaries("kqueue")] == (
+        ["poll", "select"] if HAVE_POLL else ["select"]
+    )
+    assert [cls.name for cls in default_secondaries("select")] == (["poll"] if HAVE_POLL else [])
+    assert [cls.name for cls in default_secondaries("poll")] == ["select"]
+
+
+# -- select's FD_SETSIZE --------------------------------------------------------------------
+
+
+@needs_poll
+def test_select_high_fd_goes_to_poll(pair: Pair) -> None:
+    """An fd >= FD_SETSIZE is watched by poll; select's own fds keep select's semantics."""
+    a, b = pair
+    c, d = loopback_pair()
+    high = _high_fd(d.fileno())
+    d.close()
+    try:
+        with FallbackPoller(SelectPoller()) as poller:
+            poller.register(b, READ)
+            poller.register(high, READ | WRITE)
+            reason = poller.fallbacks[high]
+            assert "FD_SETSIZE" in reason and "watched by poll" in reason
+            events, _ = poll_until(poller, high, WRITE)
+            assert events == WRITE
+            poller.modify(high, READ)
+            assert poller.poll(0) == []
+            a.send(b"low")
+            assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+            drain(b)
+            c.send(b"high")
+            assert poller.poll(EVENT_TIMEOUT) == [(high, READ)]
+            assert os.read(high, 100) == b"high"
+            # Hang-ups: select reports b's as READ; poll reports the high fd's.
+            a.close()
+            c.close()
+            seen: dict[int, int] = {}
+            deadline = time.monotonic() + EVENT_TIMEOUT
+            while len(seen) < 2 and time.monotonic() < deadline:
+                for fd, events in poller.poll(1.0):
+                    seen[fd] = seen.get(fd, 0) | events
+            assert seen.keys() == {b.fileno(), high}
+            assert seen[b.fileno()] == READ
+            assert seen[high] & (READ | ERROR)
+            assert b.recv(10) == b""
+            assert os.read(high, 10) == b""
+            poller.unregister(high)
+    finally:
+        os.close(high)
+
+
+@needs_poll
+def test_select_primary_write_only_hangup_does_not_spin() -> None:
+    """A mirror poll() rings for but select never confirms is muted, not a busy loop.
+
+    The read end of a pipe watched for WRITE: when the writer goes, poll()
+    reports POLLHUP, which select() never puts in its write set.
+    """
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    high = _high_fd(null)
+    os.close(null)
+    try:
+        with FallbackPoller(SelectPoller()) as poller:
+            poller.register(high, READ)
+            poller.modify(high, 0)  # engaged, silent
+            poller.register(r, WRITE)
+            os.close(w)
+            w = -1
+            # The first wait may be cut short by the ring that finds the mute;
+            # from then on the hang-up nobody asked for wakes nothing.
+            assert poller.poll(0.2) == []
+            for _ in range(2):
+                start = time.monotonic()
+                assert poller.poll(0.2) == []
+                assert time.monotonic() - start >= 0.15  # waited: no spinning
+            # Modifying the fd unmutes it: READ is reported (hang-up = READ for select).
+            poller.modify(r, READ)
+            events, _ = poll_until(poller, r, READ)
+            assert events == READ
+            poller.unregister(r)
+            poller.unregister(high)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        os.close(high)
+
+
+# -- the contract for fallback fds themselves -------------------------------------------------
+
+
+@needs_epoll
+def test_fallback_fd_table_rules(tmp_path: Any) -> None:
+    """FileExistsError, FileNotFoundError, identity, unregister after close: for fallback fds."""
+    with FallbackPoller(pollers.EpollPoller()) as poller:
+        file = open(tmp_path / "f", "wb")  # noqa: SIM115 - closed below, while registered
+        fd = file.fileno()
+        poller.register(file, READ)
+        with pytest.raises(FileExistsError):
+            poller.register(fd, READ)
+        with pytest.raises(FileExistsError):
+            poller.register(file, WRITE)
+        with pytest.raises(ValueError, match="events"):
+            poller.modify(file, 0x100)
+        poller.modify(fd, WRITE)  # the int names the same fd
+        assert poller.poll(0) == [(fd, WRITE)]
+        file.close()
+        poller.unregister(file)  # found by identity after close
+        with pytest.raises(FileNotFoundError):
+            poller.unregister(file)
+        with pytest.raises(FileNotFoundError):
+            poller.modify(fd, READ)
+        assert poller.fallbacks == {}
+    with pytest.raises(ValueError):
+        poller.register(0, READ)
+
+
+@needs_epoll
+def test_nothing_can_watch_it_keeps_the_primarys_reason() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with FallbackPoller(pollers.EpollPoller(), secondaries=[]) as poller:
+            with pytest.raises(ValueError, match=r"epoll refused it.*no other backend"):
+                poller.register(null, READ)
+            assert poller.fallbacks == {}
+            # The primary's refusal stands: the wrapper still works for the rest.
+            assert poller.poll(0) == []
+    finally:
+        os.close(null)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="primary"):
+        FallbackPoller("epoll")  # type: ignore[arg-type]
+    with SelectPoller() as inner, FallbackPoller(inner) as outer:
+        with pytest.raises(TypeError, match="already a FallbackPoller"):
+            FallbackPoller(outer)
+        with pytest.raises(TypeError, match="secondaries"):
+            FallbackPoller(inner, secondaries=[int])  # type: ignore[list-item]
+
+
+class _CountingPoller(SelectPoller):
+    """SelectPoller that counts its poll calls (to show straight delegation)."""
+
+    calls = 0
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        self.calls += 1
+        return super().poll(timeout)
+
+
+def test_no_fallback_means_straight_delegation(pair: Pair) -> None:
+    a, b = pair
+    primary = _CountingPoller()
+    with FallbackPoller(primary) as poller:
+        poller.register(b, READ)
+        a.send(b"x")
+        assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+        assert primary.calls == 1
+        assert poller.secondary is None
+        assert len(poller) == 1
+    assert "closed" in repr(poller)
+
+
+def test_closed_wrapper_refuses_everything(pair: Pair) -> None:
+    poller = FallbackPoller(SelectPoller())
+    poller.close()
+    poller.close()
+    with pytest.raises(ValueError):
+        poller.register(pair[0], READ)
+    with pytest.raises(ValueError):
+        poller.poll(0)
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="needs epoll")
+def test_epoll_ghost_rebuild_moves_the_doorbell(pair: Pair) -> None:
+    """epoll rebuilds its kernel object after a ghost: the secondary follows the new fd."""
+    a, b = pair
+    null = os.open(os.devnull, os.O_RDWR)
+    c, d = loopback_pair()
+    other = os.dup(d.fileno())
+    try:
+        with FallbackPoller(pollers.EpollPoller()) as poller:
+            poller.register(null, READ)
+            poller.modify(null, 0)
+            poller.register(d.fileno(), READ)
+            poller.register(b, READ)
+            before = poller.primary._epoll  # type: ignore[attr-defined]
+            d_fd = d.fileno()
+            d.close()  # the file lives on in `other`: a ghost entry
+            poller.unregister(d_fd)
+            c.send(b"x")  # the ghost rings; epoll rebuilds
+            assert poller.poll(0.5) == []
+            assert poller.primary._epoll is not before  # type: ignore[attr-defined]
+            a.send(b"y")
+            assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+    finally:
+        os.close(other)
+        os.close(null)
+        c.close()
