@@ -82,19 +82,10 @@ _FAMILIES = {
 }
 
 
-def _current_loop() -> IOLoop:
-    """``IOLoop.current()`` where the loop has it, else ``IOLoop.instance()``."""
-    current = getattr(IOLoop, "current", None)
-    loop = current() if current is not None else IOLoop.instance()
-    if not isinstance(loop, IOLoop):  # pragma: no cover - a foreign current()
-        raise TypeError(f"IOLoop.current() gave {type(loop).__name__}, not an IOLoop")
-    return loop
-
-
 def check_loop(io_loop: object) -> IOLoop:
     """Validate an ``io_loop`` argument; ``None`` means the current loop."""
     if io_loop is None:
-        return _current_loop()
+        return IOLoop.current()
     if not isinstance(io_loop, IOLoop):
         raise TypeError(f"io_loop must be an IOLoop or None, not {type(io_loop).__name__}")
     return io_loop
