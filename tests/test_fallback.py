@@ -577,3 +577,50 @@ def test_epoll_ghost_rebuild_moves_the_doorbell(pair: Pair) -> None:
         os.close(other)
         os.close(null)
         c.close()
+
+
+@needs_pty
+@needs_poll
+def test_tty_accepted_for_errors_then_refused_for_read_moves_out(pair: Pair) -> None:
+    """kqueue adds no filter for ERROR alone: the EINVAL comes at modify(READ)."""
+    a, b = pair
+    master, slave = os.openpty()
+    try:
+        with FallbackPoller(TtyRefusingKqueuePoller()) as poller:
+            poller.register(b, READ)
+            poller.register(slave, ERROR)  # no filter: kqueue accepts it
+            assert poller.fallbacks == {}
+            poller.modify(slave, READ)  # EINVAL: moves to poll
+            assert "watched by poll" in poller.fallbacks[slave]
+            with pytest.raises(FileExistsError):
+                poller.register(slave, READ)
+            os.write(master, b"x\n")  # a line: the tty is in canonical mode
+            a.send(b"y")
+            seen: dict[int, int] = {}
+            deadline = time.monotonic() + EVENT_TIMEOUT
+            while len(seen) < 2 and time.monotonic() < deadline:
+                seen.update(poller.poll(1.0))
+            assert seen == {slave: READ, b.fileno(): READ}
+            poller.unregister(slave)
+            with pytest.raises(FileNotFoundError):
+                poller.unregister(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@needs_pty
+def test_modify_refused_everywhere_leaves_the_fd_on_the_primary() -> None:
+    master, slave = os.openpty()
+    try:
+        with FallbackPoller(TtyRefusingKqueuePoller(), secondaries=[]) as poller:
+            poller.register(slave, ERROR)
+            with pytest.raises(ValueError, match="kqueue refused it"):
+                poller.modify(slave, READ)
+            assert poller.fallbacks == {}
+            with pytest.raises(FileExistsError):  # still on the primary, as before
+                poller.register(slave, READ)
+            poller.unregister(slave)
+    finally:
+        os.close(master)
+        os.close(slave)

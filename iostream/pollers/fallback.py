@@ -313,7 +313,10 @@ class FallbackPoller(Poller):
     def modify(self, fd: FileDescriptorLike, events: int) -> None:
         """Change the events watched on registered *fd*, wherever it is watched.
 
-        Raises :class:`FileNotFoundError` if *fd* is not registered.
+        If the primary refuses the change for this fd (macOS kqueue accepts a
+        tty registered for no events, and refuses it when READ is asked for),
+        the fd moves to where ``register`` would have sent it. Raises
+        :class:`FileNotFoundError` if *fd* is not registered.
         """
         if self._fallbacks:
             fileno = self._find_fallback(fd)
@@ -326,9 +329,44 @@ class FallbackPoller(Poller):
                     assert self._waiter is not None
                     self._waiter.modify(fileno, events)
                 return
-        self._primary.modify(fd, events)
+        try:
+            self._primary.modify(fd, events)
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError) as exc:
+            self._move_out(fd, events, exc)
+            return
         if self._mirror is not None:
             self._primary_changed(fd)
+
+    def _move_out(self, fd: FileDescriptorLike, events: int, exc: BaseException) -> None:
+        """The primary refused a ``modify``: watch *fd* another way from now on.
+
+        Why: kqueue adds no filter for an fd registered with no events (or
+        ERROR alone), so macOS accepts a tty at ``register`` and refuses it
+        (EINVAL) only when READ or WRITE is first asked for, as a stream
+        that registers for errors and then reads does. The fd leaves the
+        primary (with its old events restored there if nothing else can
+        watch it either) and goes where ``register`` would have sent it.
+        """
+        check_events(events)
+        if isinstance(exc, OSError) and exc.errno not in _REFUSAL_ERRNOS:
+            raise exc
+        try:
+            fileno = fd_of(fd)
+        except ValueError:
+            raise exc from None  # a closed object: nothing to move
+        old = (_fd_table(self._primary) or {}).get(fileno)
+        if old is None or getattr(self._primary, "_closed", False):
+            raise exc
+        self._primary.unregister(fd)
+        if self._mirror is not None:
+            self._primary_changed(fileno)
+        try:
+            self._fall_back(fd, fileno, events, exc)
+        except BaseException:
+            self._primary.register(fd, old)
+            raise
 
     def unregister(self, fd: FileDescriptorLike) -> None:
         """Stop watching *fd*, wherever it is watched.
