@@ -35,8 +35,21 @@ One Linux limit: reading a socket's pending error (SO_ERROR) clears it, so
 the fake remembers the error it read and keeps reporting it in ``fflags``;
 :func:`socket_error` gives it to a test.
 
-Not modelled (KqueuePoller does not use them): EV_CLEAR, EV_RECEIPT, the
-other filters. Asking for them raises NotImplementedError.
+- ``EV_CLEAR``: "After the event is retrieved by the user, its state is
+  reset" — here a note with EV_CLEAR is reported when it fires in a state
+  (EOF, error, amount of data) other than the one last reported, and once
+  it stopped firing, again at the next firing.
+- ``NOTE_LOWAT`` on EVFILT_READ: fire only when at least ``data`` bytes are
+  pending (or at EOF or on an error). As on macOS, the mark is capped at the
+  receive buffer's size (SO_RCVBUF), so a full buffer fires.
+- EVFILT_READ on a regular file (a vnode): "Returns when the file pointer
+  is not at the end of file"; ``data`` is the offset to the end. An empty
+  file, or one read to its end, does not fire. EVFILT_WRITE on one always
+  fires.
+
+Not modelled (KqueuePoller does not use them): EV_RECEIPT, the other
+filters, the other ``NOTE_*`` flags. Asking for them raises
+NotImplementedError.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ import fcntl
 import os
 import select
 import socket
+import stat
 import termios
 import time
 from collections.abc import Iterable
@@ -64,8 +78,9 @@ KQ_EV_SYSFLAGS = 0xF000
 KQ_EV_FLAG1 = 0x2000
 KQ_EV_ERROR = 0x4000
 KQ_EV_EOF = 0x8000
+KQ_NOTE_LOWAT = 0x0001
 
-_UNSUPPORTED_FLAGS = KQ_EV_CLEAR
+_UNSUPPORTED_FLAGS = 0
 # The action flags that are not kept in a note (kqueue_register strips them).
 _ACTION_FLAGS = KQ_EV_ADD | KQ_EV_DELETE | KQ_EV_ENABLE | KQ_EV_DISABLE
 
@@ -120,6 +135,8 @@ class _Note:
     udata: int
     enabled: bool
     file: tuple[int, int]  # (st_dev, st_ino) of the fd when added
+    #: EV_CLEAR: the state last reported while firing, None if not firing.
+    reported: tuple[int, int, int] | None = None
 
 
 def _file_of(fd: int) -> tuple[int, int] | None:
@@ -236,6 +253,8 @@ class kqueue:  # (the name select gives it)
             raise NotImplementedError(f"the fake kqueue does not model flags {change.flags:#x}")
         if change.filter not in (KQ_FILTER_READ, KQ_FILTER_WRITE):
             raise NotImplementedError(f"the fake kqueue does not model filter {change.filter}")
+        if change.fflags & ~(KQ_NOTE_LOWAT if change.filter == KQ_FILTER_READ else 0):
+            raise NotImplementedError(f"the fake kqueue does not model fflags {change.fflags:#x}")
         file = _file_of(change.ident)
         if file is None:
             return errno.EBADF
@@ -279,10 +298,16 @@ class kqueue:  # (the name select gives it)
                 wait_ms: float | None = None
             else:
                 wait_ms = max(deadline - time.monotonic(), 0.0) * 1000.0
+            # A note that does not fire on what poll() reports (EV_CLEAR
+            # already reported, NOTE_LOWAT not reached, a regular file at
+            # its end) would make poll() return at once for ever: sleep a
+            # little between such rounds instead of spinning.
             revents = dict(pollobj.poll(wait_ms))
             result = self._collect(revents, max_events)
             if result or (deadline is not None and time.monotonic() >= deadline):
                 return result
+            if revents:
+                time.sleep(0.001)
 
     def _collect(self, revents: dict[int, int], max_events: int) -> list[kevent]:
         result: list[kevent] = []
@@ -291,24 +316,67 @@ class kqueue:  # (the name select gives it)
             if not note.enabled or not bits or len(result) >= max_events:
                 continue
             flags = note.flags
-            if flt == KQ_FILTER_READ:
+            regular = _is_regular(fd)
+            if flt == KQ_FILTER_READ and regular:
+                # A vnode: readable while the offset is before the end.
+                eof = 0
+                data = _left_in_file(fd)
+                fires = data > 0
+            elif flt == KQ_FILTER_READ:
                 eof = bits & (_POLLRDHUP | select.POLLHUP)
-                if not bits & (select.POLLIN | select.POLLERR) and not eof:
-                    continue
-                data = _ioctl_int(fd, termios.FIONREAD)
-                data = (1 if bits & select.POLLIN else 0) if data is None else data
+                pending = _ioctl_int(fd, termios.FIONREAD)
+                data = (1 if bits & select.POLLIN else 0) if pending is None else pending
+                if note.fflags & KQ_NOTE_LOWAT:
+                    low = min(note.data, _recv_buffer_size(fd))
+                    fires = bool(eof or bits & select.POLLERR or data >= max(low, 1))
+                else:
+                    fires = bool(eof or bits & (select.POLLIN | select.POLLERR))
             else:
-                eof = bits & (select.POLLHUP | select.POLLERR)
-                if not bits & select.POLLOUT and not eof:
-                    continue
+                eof = 0 if regular else bits & (select.POLLHUP | select.POLLERR)
+                fires = bool(bits & select.POLLOUT or eof)
                 data = _send_space(fd)
-            fflags = note.fflags
+            if not fires:
+                note.reported = None
+                continue
+            fflags = 0 if flt == KQ_FILTER_READ and note.fflags & KQ_NOTE_LOWAT else note.fflags
             if eof or bits & select.POLLERR:
                 error = socket_error(fd)
                 if eof:
                     flags |= KQ_EV_EOF
                     fflags = error
+            if note.flags & KQ_EV_CLEAR:
+                state = (flags & KQ_EV_EOF, fflags, data)
+                if note.reported == state:
+                    continue  # already retrieved: reset until the state changes
+                note.reported = state
             result.append(kevent(fd, flt, flags, fflags, data, note.udata))
             if note.flags & KQ_EV_ONESHOT:
                 del self._notes[(fd, flt)]
         return result
+
+
+def _is_regular(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _left_in_file(fd: int) -> int:
+    """Bytes from the file offset to the end of a regular file."""
+    try:
+        return max(os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR), 0)
+    except OSError:
+        return 0
+
+
+def _recv_buffer_size(fd: int) -> int:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return 1 << 16  # a pipe: its usual capacity
+    try:
+        size: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        sock.detach()
+    return size

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import fake_kqueue
 import pytest
@@ -232,3 +233,29 @@ def test_handler_count_after_close_is_zero(poller_name: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+# -- an empty regular file, backend by backend (issue 9 item 5) ----------------------
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_empty_regular_file(name: str, tmp_path: Path) -> None:
+    """poll and select: always ready (POSIX); epoll: refused (EPERM) with a
+    ValueError naming the backends that can; kqueue: ready too, by decision
+    (tests/test_kqueue_fake.py)."""
+    cls = BACKENDS[name]
+    if not cls.available():
+        pytest.skip(f"{name} is not available here")
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with cls() as poller:
+            if name == "epoll":
+                with pytest.raises(ValueError, match="regular file"):
+                    poller.register(fd, READ)
+                return
+            poller.register(fd, READ)
+            assert poller.poll(5.0) == [(fd, READ)]
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ merging two kevents into one pair, EV_EOF and EV_ERROR.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -163,15 +164,20 @@ def test_modify_touches_only_changed_filters(fake: None, pair: Pair) -> None:
         poller.register(a, READ)
         poller.modify(a, READ | WRITE)
         poller.modify(a, WRITE)
-        poller.modify(a, WRITE | ERROR)  # ERROR adds no filter: no change at all
-        poller.modify(a, 0)
+        poller.modify(a, WRITE | ERROR)  # the write note reports errors: no change at all
+        poller.modify(a, 0)  # no READ or WRITE: the ERROR-alone read note
+        poller.modify(a, ERROR)  # the same note: no change
+        poller.modify(a, READ)  # a plain read note replaces it
         poller.unregister(a)
         r, w, add, delete = kq.KQ_FILTER_READ, kq.KQ_FILTER_WRITE, kq.KQ_EV_ADD, kq.KQ_EV_DELETE
+        clear = kq.KQ_EV_CLEAR
         assert _changes(poller) == [
             [(fd, r, add)],
             [(fd, w, add)],
             [(fd, r, delete)],
-            [(fd, w, delete)],
+            [(fd, r, add | clear), (fd, w, delete)],
+            [(fd, r, delete), (fd, r, add)],
+            [(fd, r, delete)],
         ]
 
 
@@ -250,3 +256,141 @@ def test_available_follows_the_select_module(monkeypatch: pytest.MonkeyPatch) ->
     assert "select.kqueue does not exist" in (KqueuePoller._unavailable_reason() or "")
     monkeypatch.setattr(KqueuePoller, "_select", kq)
     assert KqueuePoller.available()
+
+
+# -- ERROR alone (issue 9 item 5) ---------------------------------------------------
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close *sock* with an RST (SO_LINGER on, 0 s)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+def test_fake_lowat_note_ignores_data_and_fires_on_eof(pair: Pair) -> None:
+    a, b = pair
+    queue = kq.kqueue()
+    note = kq.kevent(
+        b, kq.KQ_FILTER_READ, kq.KQ_EV_ADD | kq.KQ_EV_CLEAR, kq.KQ_NOTE_LOWAT, 0x7FFFFFFF
+    )
+    queue.control([note], 0)
+    a.send(b"data")
+    assert queue.control(None, 1, 0.05) == []
+    a.close()
+    events = queue.control(None, 1, 5.0)
+    assert len(events) == 1 and events[0].flags & kq.KQ_EV_EOF
+    # EV_CLEAR: retrieved once, then reset until the state changes.
+    assert queue.control(None, 1, 0.05) == []
+
+
+def test_fake_empty_regular_file_is_not_readable(tmp_path: Any) -> None:
+    """kqueue(2): EVFILT_READ on a vnode fires only before the end of file."""
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        queue = kq.kqueue()
+        queue.control([kq.kevent(fd, kq.KQ_FILTER_READ, kq.KQ_EV_ADD)], 0)
+        assert queue.control(None, 1, 0.02) == []
+        os.pwrite(fd, b"abc", 0)
+        events = queue.control(None, 1, 1.0)
+        assert [(e.ident, e.data) for e in events] == [(fd, 3)]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("events", [ERROR, 0], ids=["ERROR", "none"])
+def test_error_alone_reports_a_reset_and_not_data(fake: None, pair: Pair, events: int) -> None:
+    a, b = pair
+    with KqueuePoller() as poller:
+        poller.register(b, events)
+        a.send(b"unread data")
+        assert poller.poll(0.05) == []
+        _reset(a)
+        result, _ = poll_until(poller, b.fileno(), ERROR)
+        assert result == ERROR
+
+
+def test_error_alone_reports_a_clean_hang_up(fake: None, pair: Pair) -> None:
+    a, b = pair
+    with KqueuePoller() as poller:
+        poller.register(b, ERROR)
+        a.close()
+        result, _ = poll_until(poller, b.fileno(), ERROR)
+        assert result == ERROR
+
+
+def test_error_alone_full_buffer_does_not_spin(fake: None, pair: Pair) -> None:
+    """A full receive buffer reaches macOS's capped low-water mark: reported
+    at most once (EV_CLEAR) and never as an event for the caller."""
+    a, b = pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with KqueuePoller() as poller:
+        poller.register(b, ERROR)
+        chunk = b"x" * 65536
+        try:
+            for _ in range(1000):
+                a.send(chunk)
+        except BlockingIOError:
+            pass
+        for _ in range(3):
+            assert poller.poll(0.02) == []
+
+
+def test_error_alone_then_read_then_error_alone(fake: None, pair: Pair) -> None:
+    a, b = pair
+    with KqueuePoller() as poller:
+        poller.register(b, ERROR)
+        a.send(b"x")
+        assert poller.poll(0.05) == []
+        poller.modify(b, READ)
+        result, _ = poll_until(poller, b.fileno(), READ)
+        assert result == READ
+        poller.modify(b, ERROR)
+        assert poller.poll(0.05) == []
+        poller.unregister(b)
+        assert len(poller._kq._notes) == 0
+
+
+def test_loop_handler_with_error_alone_learns_of_a_reset(fake: None, pair: Pair) -> None:
+    from iostream import IOLoop
+
+    a, b = pair
+    loop = IOLoop(KqueuePoller(), make_current=False)
+    seen: list[int] = []
+    try:
+
+        def on_event(fd: object, events: int) -> None:
+            seen.append(events)
+            loop.stop()
+
+        loop.add_handler(b, on_event, ERROR)
+        loop.call_later(5.0, loop.stop)
+        _reset(a)
+        loop.start()
+        assert seen == [ERROR]
+    finally:
+        loop.remove_handler(b)
+        loop.close()
+
+
+# -- regular files: kqueue follows poll/select (issue 9 item 5) ---------------------
+
+
+@pytest.mark.parametrize("events", [READ, WRITE, READ | WRITE])
+def test_empty_regular_file_is_always_ready(fake: None, tmp_path: Any, events: int) -> None:
+    """Decision: unlike the kernel (READ only before the end of file), the
+    poller reports a regular file ready, as poll() and select() do."""
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with KqueuePoller() as poller:
+            poller.register(fd, events)
+            assert poller.poll(None) == [(fd, events)]  # never waits
+            poller.modify(fd, ERROR)
+            assert poller.poll(0) == []
+            poller.unregister(fd)
+            assert poller.poll(0) == []
+    finally:
+        os.close(fd)

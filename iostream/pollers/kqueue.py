@@ -7,16 +7,45 @@ own kevent. This backend keeps them in step with the table (``modify`` adds
 or deletes only the filters that changed) and merges the kevents of one fd
 back into a single ``(fd, events)`` pair. The semantics followed are those
 of the FreeBSD kqueue(2) manual page.
+
+Two cases have no filter of their own:
+
+- **ERROR alone** (or no events): SPEC wants errors and hang-ups reported
+  for such an fd, but kqueue has no "errors only" filter. We add an
+  EVFILT_READ note with ``NOTE_LOWAT`` set far above any buffer, so that
+  data does not fire it but EOF and socket errors do (kqueue(2): the read
+  filter sets EV_EOF "if the read direction of the socket has shutdown",
+  with the error in fflags), and report it as ERROR only. Why EV_CLEAR too:
+  macOS caps the low-water mark at the receive buffer's size, so a full
+  buffer (a reader applying back-pressure, which is exactly when a stream
+  watches ERROR alone) fires it; level-triggered, that would spin the loop.
+  With EV_CLEAR it fires once per change of state, and a firing that is
+  not EOF or an error is dropped. So ERROR alone is reported once per
+  change, not on every poll().
+- **Regular files**: kqueue(2)'s EVFILT_READ on a vnode fires only "when
+  the file pointer is not at the end of file", so an empty file, or one read
+  to its end, never reports READ and a stream reading it never sees EOF;
+  poll() and select() report a regular file as always ready (POSIX), and
+  epoll refuses it (the per-fd fallback then treats it as always ready).
+  Decision: this backend follows poll/select. A regular file gets no kernel
+  note; it is reported ready for what it is registered for (READ and/or
+  WRITE; not ERROR alone) on every poll(), which then does not wait.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import select
+import stat
 import sys
 from typing import Any, ClassVar
 
 from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
+
+#: The low-water mark of the ERROR-alone note: more than any receive buffer
+#: holds, so data alone never reaches it (see the module docstring).
+_EOF_ONLY_LOWAT = 0x7FFFFFFF
 
 
 class KqueuePoller(FdTablePoller):
@@ -49,44 +78,85 @@ class KqueuePoller(FdTablePoller):
         self._ev_delete: int = mod.KQ_EV_DELETE
         self._ev_eof: int = mod.KQ_EV_EOF
         self._ev_error: int = mod.KQ_EV_ERROR
+        self._ev_clear: int = mod.KQ_EV_CLEAR
+        self._note_lowat: int = mod.KQ_NOTE_LOWAT
         #: How many filters are in the queue: poll() must offer room for a
         #: kevent from each, or the rest wait for the next call.
         self._filters = 0
+        #: The fds whose read note is the ERROR-alone one.
+        self._error_only: set[int] = set()
+        #: The registered fds that are regular files (no kernel note).
+        self._regular: set[int] = set()
 
     def _kernel_close(self) -> None:
         self._kq.close()
 
-    def _changes(self, fd: int, old: int, new: int) -> list[Any]:
-        """The kevents that take *fd* from filters *old* to filters *new*."""
+    def _changes(self, fd: int, old: int | None, new: int) -> list[Any]:
+        """The kevents that take *fd* from events *old* (None: not
+        registered) to events *new*."""
         changes = []
         kevent = self._kevent
-        for bit, flt in ((READ, self._f_read), (WRITE, self._f_write)):
-            if new & bit and not old & bit:
-                changes.append(kevent(fd, flt, self._ev_add))
-            elif old & bit and not new & bit:
-                changes.append(kevent(fd, flt, self._ev_delete))
+        old_read = _NONE if old is None else _read_note(old)
+        if old is None:
+            old = 0
+        new_read = _read_note(new)
+        if old_read != new_read:
+            if old_read:
+                changes.append(kevent(fd, self._f_read, self._ev_delete))
+            if new_read == _READ:
+                changes.append(kevent(fd, self._f_read, self._ev_add))
+            elif new_read == _EOF_ONLY:
+                changes.append(
+                    kevent(
+                        fd,
+                        self._f_read,
+                        self._ev_add | self._ev_clear,
+                        self._note_lowat,
+                        _EOF_ONLY_LOWAT,
+                    )
+                )
+        if new & WRITE and not old & WRITE:
+            changes.append(kevent(fd, self._f_write, self._ev_add))
+        elif old & WRITE and not new & WRITE:
+            changes.append(kevent(fd, self._f_write, self._ev_delete))
         return changes
 
-    def _apply(self, changes: list[Any]) -> None:
+    def _apply(self, fd: int, changes: list[Any], events: int) -> None:
         if changes:
             # max_events=0: a change that fails raises OSError (with room in
             # the event list it would come back as an EV_ERROR kevent).
             self._kq.control(changes, 0, 0)
             for change in changes:
-                self._filters += 1 if change.flags == self._ev_add else -1
+                self._filters += 1 if change.flags & self._ev_add else -1
+        if _read_note(events) == _EOF_ONLY:
+            self._error_only.add(fd)
+        else:
+            self._error_only.discard(fd)
 
     def _kernel_register(self, fd: int, events: int) -> None:
-        # ERROR alone adds no filter: kqueue has no "errors only" filter,
-        # and both filters report errors (EV_EOF with fflags) anyway.
-        self._apply(self._changes(fd, 0, events))
+        if _is_regular_file(fd):
+            self._regular.add(fd)
+            return
+        self._apply(fd, self._changes(fd, None, events), events)
 
     def _kernel_modify(self, fd: int, old: int, events: int) -> None:
+        if fd in self._regular:
+            return
         # Only the filters that change: adding an existing filter again would
         # be harmless, but deleting one that is not there fails with ENOENT.
-        self._apply(self._changes(fd, old, events))
+        self._apply(fd, self._changes(fd, old, events), events)
 
     def _kernel_unregister(self, fd: int, old: int) -> None:
-        for change in self._changes(fd, old, 0):
+        self._error_only.discard(fd)
+        if fd in self._regular:
+            self._regular.discard(fd)
+            return
+        deletes = []
+        if _read_note(old) != _NONE:
+            deletes.append(self._kevent(fd, self._f_read, self._ev_delete))
+        if old & WRITE:
+            deletes.append(self._kevent(fd, self._f_write, self._ev_delete))
+        for change in deletes:
             # One at a time: a failed change in a list stops the rest.
             self._filters -= 1
             try:
@@ -116,8 +186,20 @@ class KqueuePoller(FdTablePoller):
           reports a refused connect.
         - EV_ERROR (an entry for a change that failed; ``data`` is the errno)
           -> ERROR.
+        - The ERROR-alone note (see the module docstring): EV_EOF -> ERROR;
+          without EV_EOF, nothing.
+        - A registered regular file: what it is registered for, at once.
         """
         timeout = normalize_timeout(timeout)  # kqueue.control refuses a negative one
+        ready_files: list[tuple[int, int]] = []
+        if self._regular:
+            table = self._fd_events
+            for fd in self._regular:
+                bits = table.get(fd, 0) & (READ | WRITE)
+                if bits:
+                    ready_files.append((fd, bits))
+            if ready_files:
+                timeout = 0.0
         try:
             # At least 1: with room for no events, kevent() returns at once
             # instead of waiting.
@@ -126,17 +208,44 @@ class KqueuePoller(FdTablePoller):
             # CPython retries EINTR itself (PEP 475); this only happens if a
             # signal handler raised it. SPEC: an interrupted wait returns.
             return []
-        events: dict[int, int] = {}
+        events: dict[int, int] = dict(ready_files)
         f_read = self._f_read
         eof = self._ev_eof
+        error_only = self._error_only
         for kev in kevents:
             fd = kev.ident
             flags = kev.flags
             if flags & self._ev_error:
                 bits = ERROR
             elif kev.filter == f_read:
-                bits = READ | ERROR if flags & eof and kev.fflags else READ
+                if error_only and fd in error_only:
+                    # The ERROR-alone note: EOF or an error is a hang-up
+                    # or an error; anything else (a full buffer) is not.
+                    if not flags & eof:
+                        continue
+                    bits = ERROR
+                else:
+                    bits = READ | ERROR if flags & eof and kev.fflags else READ
             else:
                 bits = WRITE | ERROR if flags & eof else WRITE
             events[fd] = events.get(fd, 0) | bits
         return list(events.items())
+
+
+#: What the read note of an fd is: none, EVFILT_READ, or the ERROR-alone one.
+_NONE, _READ, _EOF_ONLY = 0, 1, 2
+
+
+def _read_note(events: int) -> int:
+    if events & READ:
+        return _READ
+    if events & WRITE:
+        return _NONE  # the write note reports errors and hang-ups (EV_EOF)
+    return _EOF_ONLY
+
+
+def _is_regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False  # let the kernel say what is wrong with it
