@@ -2,8 +2,9 @@
 
 * ``test_concurrent_echo``: 1,000 IOStream clients on the server's own loop,
   all open at once (the server's peak of open streams is asserted), each
-  sending 4 KiB unique to it; every echoed byte is compared. On epoll and
-  poll. Then every stream closes cleanly, and the loop's handler table and
+  sending 4 KiB unique to it; every echoed byte is compared. On every
+  poller this run covers that can watch that many fds (``Poller.fd_limit``;
+  select cannot). Then every stream closes cleanly, and the loop's handler table and
   the process's fd count are back where they started.
 * ``test_concurrent_echo_10k`` (slow): the same with 10,000 connections. The
   clients run in a second process (``tests/_load_helpers.py`` as a program):
@@ -41,23 +42,37 @@ from _load_helpers import (
 )
 
 from iostream import IOLoop, IOStream
+from iostream.pollers import BACKENDS
 from iostream.pollers.select_ import FD_SETSIZE_POSIX
 
 SUITE_POLLERS = suite_pollers()
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def _load_param(name: str) -> object:
-    return pytest.param(
-        name,
-        id=name,
-        marks=pytest.mark.skipif(
-            name not in SUITE_POLLERS, reason=f"{name} is not covered by this run/platform"
-        ),
-    )
+def _load_params(fds: int) -> list[object]:
+    """Every backend, skipped where this run does not cover it or where it
+    cannot watch *fds* fds at once (``Poller.fd_limit``: select's FD_SETSIZE)."""
+    params: list[object] = []
+    for name, cls in BACKENDS.items():
+        limit = cls.fd_limit()
+        if name not in SUITE_POLLERS:
+            skip: str | None = f"{name} is not covered by this run/platform"
+        elif limit is not None and limit < fds:
+            skip = f"{name} cannot hold this load: {fds} fds, its limit is {limit}"
+        else:
+            skip = None
+        params.append(
+            pytest.param(
+                name, id=name, marks=pytest.mark.skipif(skip is not None, reason=skip or "")
+            )
+        )
+    return params
 
 
-LOAD_POLLERS = [_load_param("epoll"), _load_param("poll")]
+#: The in-process test holds both ends of 1,000 connections.
+LOAD_POLLERS = _load_params(2 * 1000 + 256)
+#: The 10k test holds the server ends in this process.
+LOAD_POLLERS_10K = _load_params(10_000 + 256)
 
 
 def _echo_load_in_process(poller: str, total: int, concurrency: int, size: int) -> None:
@@ -100,7 +115,7 @@ def test_concurrent_echo(poller: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("poller", LOAD_POLLERS)
+@pytest.mark.parametrize("poller", LOAD_POLLERS_10K)
 def test_concurrent_echo_10k(poller: str) -> None:
     total = 10_000
     reason = ensure_nofile(total + 256)

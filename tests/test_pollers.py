@@ -597,3 +597,14 @@ def test_devpoll_logic_over_a_shim(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shim.closed
     for sock in (a, b, c):
         sock.close()
+
+
+def test_fd_limit_is_select_fd_setsize_and_none_elsewhere() -> None:
+    from iostream.pollers import BACKENDS
+    from iostream.pollers.select_ import FD_SETSIZE_POSIX, FD_SETSIZE_WINDOWS
+
+    for name, cls in BACKENDS.items():
+        if name == "select":
+            assert cls.fd_limit() in (FD_SETSIZE_POSIX, FD_SETSIZE_WINDOWS)
+        else:
+            assert cls.fd_limit() is None, name

@@ -269,6 +269,16 @@ class FdTablePoller(Poller):
         """Return True if this backend can be used on this platform."""
         return cls._unavailable_reason() is None
 
+    @classmethod
+    def fd_limit(cls) -> int | None:
+        """How many fds this backend can watch at once, or ``None`` when
+        only the OS's own limits (RLIMIT_NOFILE) apply.
+
+        For ``select`` on POSIX this bounds the fd *numbers* (FD_SETSIZE):
+        no fd at or above it can be watched.
+        """
+        return None
+
     def _kernel_open(self) -> None:
         """Create the kernel object (called once by ``__init__``)."""
 

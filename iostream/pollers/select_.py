@@ -57,6 +57,11 @@ class SelectPoller(FdTablePoller):
 
     name = "select"
 
+    @classmethod
+    def fd_limit(cls) -> int | None:
+        """FD_SETSIZE: 512 sockets on Windows; on POSIX, fds below 1024."""
+        return FD_SETSIZE_WINDOWS if _WINDOWS else FD_SETSIZE_POSIX
+
     def _kernel_open(self) -> None:
         # Decided when the poller is made (tests switch the flag on Linux to
         # drive the Windows logic against a stand-in).
