@@ -6,17 +6,31 @@ exceptions in ``handle_stream``, ``stop()`` (idempotent; open streams stay
 open), stream keyword arguments, and TLS servers (``handle_stream`` may run
 before the handshake ends; reads and writes wait for it; a plaintext client
 does not stop the server).
+
+Tornado's set-up API (issue 10 item 6): ``io_loop=None`` is the current
+loop; ``add_sockets``/``add_socket``; ``bind`` then ``start()`` (and
+``bind`` after it); ``listen`` with ``family``/``reuse_port``; a UNIX socket
+server; ``start(2)`` for real in a fresh interpreter: both workers serve
+(one is held busy so the other must take the next connection; their pids
+and task ids differ), a worker killed by SIGKILL and one exiting with
+status 1 are each replaced by a new pid with the same task id, and after
+SIGTERM to the supervisor every worker is reaped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import ssl
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _stream_helpers import (  # noqa: F401  (fixtures)
+    SOCKET_TIMEOUT,
     StreamKit,
     TLSFiles,
     Waiter,
@@ -27,6 +41,7 @@ from _stream_helpers import (  # noqa: F401  (fixtures)
     tls_fixture,
 )
 from support import run_until
+from test_process import pid_alive, start_script  # noqa: F401  (fixture)
 
 from iostream import (
     IOLoop,
@@ -35,6 +50,7 @@ from iostream import (
     StreamBufferFullError,
     TCPServer,
 )
+from iostream.netutil import bind_sockets, bind_unix_socket
 
 
 def echo_line(stream: IOStream, address: Any) -> None:
@@ -330,3 +346,208 @@ def test_tls_server_survives_plaintext_client(
         first = handled[0]
         run_until(io_loop, lambda: id(first) in errors)
         assert isinstance(errors[id(first)], ssl.SSLError), repr(errors[id(first)])
+
+
+# ---------------------------------------------------------------- Tornado's set-up API
+
+
+def test_io_loop_none_is_the_current_loop(io_loop: IOLoop, streams: StreamKit) -> None:
+    io_loop.make_current()
+    try:
+        server = streams.track(TCPServer(echo_line))
+    finally:
+        IOLoop.clear_current()
+    assert server.io_loop is io_loop
+    port = server.listen(0)
+    assert client_request(io_loop, streams, port, b"cur\n") == b"echo: cur\n"
+
+
+def test_add_sockets_and_add_socket(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    first = bind_sockets(0, "127.0.0.1")
+    second = bind_sockets(0, "127.0.0.1")
+    server.add_sockets(first)
+    server.add_socket(second[0])
+    for sock in (first[0], second[0]):
+        port = sock.getsockname()[1]
+        assert client_request(io_loop, streams, port, b"add\n") == b"echo: add\n"
+    server.stop()
+    assert first[0].fileno() == -1 and second[0].fileno() == -1  # the server owned them
+
+
+def test_add_sockets_bad_input_adds_nothing(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    (good,) = bind_sockets(0, "127.0.0.1")
+    streams.track(good)
+    handlers = io_loop.handler_count()
+    with pytest.raises(TypeError, match="sockets"):
+        server.add_sockets([good, "not a socket"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="sockets"):
+        server.add_sockets(good)  # type: ignore[arg-type]
+    closed = socket.socket()
+    closed.close()
+    with pytest.raises(ValueError, match="sockets"):
+        server.add_sockets([closed])
+    assert io_loop.handler_count() == handlers
+
+
+def test_bind_then_start_in_this_process(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    handlers = io_loop.handler_count()
+    port = server.bind(0, "127.0.0.1")
+    assert io_loop.handler_count() == handlers  # not accepting before start()
+    server.start()
+    assert client_request(io_loop, streams, port, b"bound\n") == b"echo: bound\n"
+    # bind() after start() accepts at once.
+    port2 = server.bind(0, "127.0.0.1", family=socket.AF_INET, backlog=8)
+    assert client_request(io_loop, streams, port2, b"later\n") == b"echo: later\n"
+    with pytest.raises(RuntimeError, match="start"):
+        server.start()
+
+
+def test_start_bad_num_processes(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    with pytest.raises(TypeError, match="num_processes"):
+        server.start("2")  # type: ignore[arg-type]
+    server.start(1)  # the failed call did not count as a start
+
+
+def test_stop_closes_bound_but_unstarted_sockets(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    port = server.bind(0, "127.0.0.1")
+    server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5.0)
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+def test_listen_reuse_port_twice(io_loop: IOLoop, streams: StreamKit) -> None:
+    a = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    b = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    port = a.listen(0, "127.0.0.1", reuse_port=True)
+    assert b.listen(port, "127.0.0.1", reuse_port=True) == port
+    assert client_request(io_loop, streams, port, b"rp\n") == b"echo: rp\n"
+
+
+def test_listen_family_ipv4_only(io_loop: IOLoop, streams: StreamKit) -> None:
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    port = server.listen(0, "localhost", family=socket.AF_INET)
+    assert client_request(io_loop, streams, port, b"v4\n") == b"echo: v4\n"
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
+def test_unix_socket_server(io_loop: IOLoop, streams: StreamKit, tmp_path: Path) -> None:
+    path = str(tmp_path / "server.sock")
+    server = streams.track(TCPServer(echo_line, io_loop=io_loop))
+    server.add_socket(bind_unix_socket(path))
+    client = streams.stream(streams.track(socket.socket(socket.AF_UNIX)))
+    got = Waiter(io_loop)
+    client.connect(path)
+    client.write(b"local\n")
+    client.read_until_close(got.callback)
+    assert got.wait() == b"echo: local\n"
+
+
+# ---------------------------------------------------------------- start(n): pre-forked workers
+
+#: The worker script: each connection gets "<pid> <task id>\n", then one
+#: command line: "hold" blocks the whole worker (answering "holding") until
+#: the client sends a byte, so the next connection must go to another
+#: worker; "exit N" ends the worker with status N.
+WORKER_SERVER = """
+import select
+from iostream import IOLoop, TCPServer
+
+def handle(stream, address):
+    def on_command(line):
+        command = line.split()
+        if command == [b"hold"]:
+            stream.socket.send(b"holding\\n")
+            select.select([stream.socket], [], [], 30)
+            stream.socket.recv(1)  # unread data would make close() send a reset
+            stream.close()
+        elif command[:1] == [b"exit"]:
+            os._exit(int(command[1]))
+        else:
+            stream.close()
+
+    stream.write(f"{os.getpid()} {task_id()}\\n".encode())
+    stream.read_until(b"\\n", on_command)
+
+server = TCPServer(handle)
+port = server.bind(0, "127.0.0.1")
+say(f"port {port}")
+server.start(2)
+IOLoop.current().start()
+"""
+
+
+class WorkerClient:
+    """A blocking client of WORKER_SERVER: who served it (pid, task id)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        pid, task = self.file.readline().split()
+        self.pid = int(pid)
+        self.task = int(task)
+
+    def hold(self) -> None:
+        self.sock.sendall(b"hold\n")
+        assert self.file.readline() == b"holding\n"
+
+    def release(self) -> None:
+        self.sock.sendall(b"x")
+        assert self.file.read() == b""  # the worker closed the connection
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_start_2_serves_from_both_workers_and_replaces_dead_ones(
+    start_script: Any, poller_name: str
+) -> None:
+    script = start_script(WORKER_SERVER, env={"IOSTREAM_POLLER": poller_name})
+    deadline = time.monotonic() + 60
+    port = int(script.line(deadline).split()[1])
+    clients: list[WorkerClient] = []
+
+    def connect() -> WorkerClient:
+        client = WorkerClient(port)
+        clients.append(client)
+        return client
+
+    try:
+        # Worker A is held: the next connection can only be served by B.
+        a = connect()
+        a.hold()
+        b = connect()
+        assert b.pid != a.pid
+        assert {a.task, b.task} == {0, 1}
+        # B killed by a signal: its replacement (same task id) takes the next one.
+        os.kill(b.pid, signal.SIGKILL)
+        c = connect()
+        assert c.pid not in (a.pid, b.pid)
+        assert c.task == b.task
+        # C exits with an error: replaced again.
+        c.sock.sendall(b"exit 1\n")
+        assert c.file.read() == b""  # C is gone (its fds closed with it)
+        d = connect()
+        assert d.pid not in (a.pid, b.pid, c.pid)
+        assert d.task == b.task
+        a.release()
+        # A serves again once released.
+        again = connect()
+        assert again.pid in (a.pid, d.pid)
+    finally:
+        for client in clients:
+            client.close()
+    os.kill(script.proc.pid, signal.SIGTERM)
+    status, _out, err = script.finish()
+    assert status == 128 + signal.SIGTERM, err
+    assert f"killed by signal {signal.SIGKILL}, restarting" in err, err
+    assert "exited with status 1, restarting" in err, err
+    for pid in (a.pid, b.pid, c.pid, d.pid):
+        assert not pid_alive(pid), f"worker {pid} was not reaped"
