@@ -289,3 +289,10 @@ def test_the_installed_copy_is_under_test() -> None:
     package = Path(iostream.__file__).resolve()
     assert package.parent != ROOT / "iostream", f"tests imported the checkout: {package}"
     assert "site-packages" in package.parts, package
+
+
+def test_ci_run_builds_the_docs_with_warnings_as_errors() -> None:
+    """.ci/run installs the docs extra and builds the site with sphinx -W."""
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"pip install .*-e '\.\[[a-z,]*docs[a-z,]*\]'", script)
+    assert re.search(r"^step \"docs[^\n]*python -m sphinx -W [^\n]*-b html docs ", script, re.M)
