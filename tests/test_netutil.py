@@ -3,7 +3,8 @@
 Each socket made here serves a real echo through ``TCPServer.add_sockets``
 and an IOStream client on the test's loop (every poller): IPv4, IPv6 (``::1``),
 both on one port from ``"localhost"``, a UNIX path, a Linux abstract name.
-Also: port 0 gives the same port on every address, ``reuse_port``,
+Also: port 0 gives the same port on every address (Tornado's own
+netutil tests are ported in test_tornado_tcpserver.py), ``reuse_port``,
 ``IPV6_V6ONLY``, all-or-nothing binding, stale UNIX socket files, the
 accept handler's removal (also from inside its callback), its per-event
 bound, and bad arguments named in the error with no fd leaked.
@@ -100,32 +101,6 @@ def test_bind_sockets_ipv6_echo(io_loop: IOLoop, streams: StreamKit) -> None:
     assert echo_over(streams, socket.AF_INET6, ("::1", port)) == b"echo: hi\n"
 
 
-def test_same_port_allocation() -> None:
-    """Tornado's netutil_test: port 0 on "localhost" gives one port for every address."""
-    sockets = bind_sockets(0, "localhost")
-    try:
-        port = sockets[0].getsockname()[1]
-        assert all(s.getsockname()[1] == port for s in sockets[1:])
-    finally:
-        close_all(sockets)
-
-
-@needs_ipv6
-def test_localhost_dual_stack_serves_both_families(io_loop: IOLoop, streams: StreamKit) -> None:
-    infos = socket.getaddrinfo("localhost", 0, socket.AF_UNSPEC, socket.SOCK_STREAM)
-    if {info[0] for info in infos} != {socket.AF_INET, socket.AF_INET6}:
-        pytest.skip("localhost does not resolve to both 127.0.0.1 and ::1 here")
-    sockets = bind_sockets(0, "localhost")
-    assert sorted(int(s.family) for s in sockets) == sorted(
-        [int(socket.AF_INET), int(socket.AF_INET6)]
-    )
-    port = sockets[0].getsockname()[1]
-    server = echo_server(io_loop, streams)
-    server.add_sockets(sockets)
-    assert echo_over(streams, socket.AF_INET, ("127.0.0.1", port), b"four\n") == b"echo: four\n"
-    assert echo_over(streams, socket.AF_INET6, ("::1", port), b"six\n") == b"echo: six\n"
-
-
 @needs_ipv6
 def test_port_zero_on_two_loopbacks_gives_one_port(
     io_loop: IOLoop, streams: StreamKit, monkeypatch: pytest.MonkeyPatch
@@ -160,8 +135,8 @@ def test_family_restricts_addresses() -> None:
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
-def test_reuse_port() -> None:
-    """Tornado's netutil_test: a second bind of the port works with reuse_port."""
+def test_reuse_port_sets_the_option_and_is_needed() -> None:
+    """A second bind of the port works with reuse_port, and only with it."""
     (first,) = bind_sockets(0, "127.0.0.1", reuse_port=True)
     port = first.getsockname()[1]
     try:
