@@ -27,8 +27,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 
-#: Which pollers exist on each OS the workflow runs on (SPEC: "poll is not
-#: offered on macOS, where it is unreliable"; Windows has only select).
+#: Which pollers exist on each OS the workflow runs on (docs/guarantees.md:
+#: poll is not offered on macOS, where it is unreliable; Windows has only select).
 POLLERS_BY_OS: dict[str, frozenset[str]] = {
     "linux": frozenset({"epoll", "poll", "select"}),
     "darwin": frozenset({"kqueue", "select"}),
