@@ -8,8 +8,9 @@ connections over the workers. The supervisor never returns:
 
 - a worker that dies by a signal or exits with a non-zero status is
   restarted with the same task id (at most *max_restarts* times in all,
-  default 100; past that, the other workers are terminated and the
-  supervisor raises ``RuntimeError``);
+  default 100; past that, the other workers are sent SIGTERM — SIGKILL
+  after :data:`STOP_GRACE_PERIOD` seconds — and reaped, and the
+  supervisor raises ``RuntimeError``; Tornado's leaves them running);
 - a worker that exits with status 0 is not restarted; once every worker has
   exited, the supervisor calls ``sys.exit(0)``;
 - SIGTERM or SIGINT sent to the supervisor is passed on to every worker,
