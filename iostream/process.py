@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -119,9 +120,12 @@ class _Supervisor:
     def run(self) -> int:
         # Install the forwarding handlers before the first fork, so that a
         # signal arriving while workers start is not lost; the workers put
-        # the previous handlers back.
-        for signum in _SHUTDOWN_SIGNALS:
-            self.previous_handlers[signum] = signal.signal(signum, self.on_signal)
+        # the previous handlers back. Only the main thread may set signal
+        # handlers: called from another thread, the supervisor forwards
+        # nothing (Tornado's behaviour).
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SHUTDOWN_SIGNALS:
+                self.previous_handlers[signum] = signal.signal(signum, self.on_signal)
         try:
             for i in range(self.num_processes):
                 if self.stop_signal is not None:
@@ -139,16 +143,23 @@ class _Supervisor:
             signal.signal(signum, handler)
 
     def start_child(self, i: int) -> int | None:
-        pid = os.fork()
-        if pid == 0:
-            global _task_id
-            _task_id = i
-            self.restore_handlers()
-            # The random module reseeds itself in a forked child
-            # (os.register_at_fork), so workers do not share a sequence.
-            return i
-        self.children[pid] = i
-        return None
+        # Shutdown signals wait until the new worker is in self.children
+        # (else a SIGTERM right after fork would miss it) and, in the
+        # worker, until its own handlers are back.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                global _task_id
+                _task_id = i
+                self.restore_handlers()
+                # The random module reseeds itself in a forked child
+                # (os.register_at_fork), so workers do not share a sequence.
+                return i
+            self.children[pid] = i
+            return None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_signal is None:
