@@ -265,6 +265,9 @@ class IOLoop:
         self._dispatching = False
         self._stale_fds: set[int] = set()
         self._thread_ident: int | None = None
+        #: The asyncio loop the Futures and Tasks of this IOLoop belong to:
+        #: itself here; the asyncio loop for IOLoop.from_asyncio's.
+        self._futures_loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, self)
         self._debug = False
         self._exception_handler: Callable[[Any, dict[str, Any]], object] | None = None
         self._task_factory: Callable[..., Any] | None = None
@@ -333,18 +336,38 @@ class IOLoop:
     def current(cls, instance: bool = True) -> IOLoop | None:
         """The loop of this thread.
 
-        In order: the IOLoop running in this thread; else the one made
+        In order: the IOLoop running in this thread (inside a running asyncio
+        loop: :meth:`from_asyncio`'s IOLoop on it); else the one made
         current here (:meth:`make_current`, or the first IOLoop created in
         this thread while none was); else, with ``instance=True`` (the
         default), :meth:`instance`; with ``instance=False``, ``None``.
         """
         running = asyncio.events._get_running_loop()
-        if isinstance(running, IOLoop):
-            return running
+        if running is not None:
+            if isinstance(running, IOLoop):
+                return running
+            return IOLoop.from_asyncio(running)
         made = cls._made_current()
         if made is not None:
             return made
         return cls.instance() if instance else None
+
+    @staticmethod
+    def from_asyncio(loop: asyncio.AbstractEventLoop | None = None) -> IOLoop:
+        """The IOLoop interface on an asyncio event loop.
+
+        *loop* defaults to the running asyncio loop (``RuntimeError`` if none
+        runs). Any asyncio loop works, uvloop's included: fd handlers go
+        through its ``add_reader``/``add_writer``, callbacks and timers
+        through its ``call_soon``/``call_at``, and ``create_future`` returns
+        its Futures. There is one such IOLoop per asyncio loop (the same
+        object on every call); inside a running asyncio loop,
+        :meth:`IOLoop.current` is it. Given a native IOLoop, returns it.
+        See :class:`iostream._aioloop.AsyncioIOLoop` for the details.
+        """
+        from iostream._aioloop import bridge_for  # late: it subclasses IOLoop
+
+        return bridge_for(loop)
 
     def make_current(self) -> None:
         """Make this loop :meth:`current` in this thread (when none runs).
@@ -495,11 +518,9 @@ class IOLoop:
             return  # a plain return value: ignored, as Tornado does
         try:
             if isinstance(result, concurrent.futures.Future):
-                future: asyncio.Future[Any] = asyncio.wrap_future(
-                    result, loop=cast(asyncio.AbstractEventLoop, self)
-                )
+                future: asyncio.Future[Any] = asyncio.wrap_future(result, loop=self._futures_loop)
             else:
-                future = asyncio.ensure_future(result, loop=cast(asyncio.AbstractEventLoop, self))
+                future = asyncio.ensure_future(result, loop=self._futures_loop)
         except Exception:
             app_log.exception("Exception in callback %r", callback)
             return
@@ -781,9 +802,9 @@ class IOLoop:
                 raise ValueError(f"timeout must be a finite number >= 0, got {timeout!r}")
         if self._closed:
             raise RuntimeError("IOLoop is closed")
-        if self._running:
+        if self.running():
             raise RuntimeError("IOLoop is already running")
-        loop = cast(asyncio.AbstractEventLoop, self)
+        loop = self._futures_loop
         # Run func() in the loop's first iteration, as Tornado does, so that
         # asyncio.get_running_loop() works inside it.
         cell: list[asyncio.Future[Any]] = []
@@ -850,7 +871,7 @@ class IOLoop:
 
     def create_future(self) -> asyncio.Future[Any]:
         """A new :class:`asyncio.Future` bound to this loop."""
-        return asyncio.Future(loop=cast(asyncio.AbstractEventLoop, self))
+        return asyncio.Future(loop=self._futures_loop)
 
     def create_task(
         self,
@@ -862,7 +883,7 @@ class IOLoop:
         """Schedule *coro* as an :class:`asyncio.Task` on this loop."""
         if self._closed:
             raise RuntimeError("IOLoop is closed")
-        loop = cast(asyncio.AbstractEventLoop, self)
+        loop = self._futures_loop
         task: asyncio.Task[_T]
         if self._task_factory is not None:
             if context is None:
@@ -994,9 +1015,7 @@ class IOLoop:
                     thread_name_prefix="iostream-ioloop"
                 )
             executor = self._default_executor
-        return asyncio.wrap_future(
-            executor.submit(func, *args), loop=cast(asyncio.AbstractEventLoop, self)
-        )
+        return asyncio.wrap_future(executor.submit(func, *args), loop=self._futures_loop)
 
     def set_default_executor(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:
         """The executor ``run_in_executor(None, ...)`` uses."""
