@@ -27,12 +27,13 @@ the other's whole timeout; alternating short waits would be a busy loop.
 So exactly one kernel call blocks, in the secondary, and it is made to
 hear the primary too (a *doorbell*):
 
-- a primary with a kernel object (epoll, kqueue, /dev/poll) has an fd that
-  is readable while that object holds events; the secondary watches that
+- a primary with a kernel object (epoll, kqueue) has an fd that is
+  readable while that object holds events; the secondary watches that
   one fd. When it rings, ``primary.poll(0)`` collects the events. The
   kernel fd is re-read before each wait: epoll's is replaced after fork()
   and when a "ghost" entry forces a rebuild.
-- a primary with no kernel object (select, poll) cannot ring anything, so
+- a primary with no such fd (select, poll; /dev/poll, whose fd Solaris
+  does not document as pollable) cannot ring anything, so
   the secondary also watches a *mirror* of each primary fd registered for
   READ or WRITE (the primary's own table, synced before a wait when it
   changed). When a mirror rings, ``primary.poll(0)`` gives the primary's
@@ -56,17 +57,23 @@ nothing fell back                 ``poll`` is one dict test and a call to
 only regular files fell back      one primary wait per ``poll`` (timeout 0
                                   while a file has interest) plus O(k) to
                                   list the files.
-epoll/kqueue/devpoll + devices    each wait is a poll()/select() over k+1
+epoll/kqueue + devices            each wait is a poll()/select() over k+1
                                   fds; when the primary has events, one
                                   more ``epoll_wait``/``kevent`` with
                                   timeout 0: two system calls instead of
                                   one per busy iteration.
 select + fds >= FD_SETSIZE        each wait is a poll() over n+k fds
-(-> poll)                         (O(n), as select itself is) plus
-                                  ``select(0)`` when a primary fd is ready;
-                                  O(n) to resync the mirror after the
-                                  primary's fd set changed.
+(-> poll); devpoll + devices      (O(n), as select's own call is) plus the
+                                  primary's ``poll(0)`` when one of its fds
+                                  is ready; O(n) to resync the mirror after
+                                  the primary's fd set changed.
 ================================  =========================================
+
+Measured (``poll(0)``, one ready fd, CPython 3.11 on a shared 2-core Linux
+VM, so +-30%): epoll 0.9 us alone, 1.0-1.5 us through the wrapper with
+nothing fallen back, 3.4 us with a device fallen back (1.9 us when nothing
+is ready); select over 101 fds 9 us through the wrapper, 21 us with an fd
+>= FD_SETSIZE on poll.
 
 When the last fallback fd is unregistered, the secondary is closed and
 ``poll`` delegates straight to the primary again.
@@ -89,7 +96,6 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from typing import Any
 
 from iostream.pollers.base import (
     READ,
@@ -138,17 +144,19 @@ def default_secondaries(primary_name: str) -> list[type[Poller]]:
 
 
 def _kernel_fd(poller: Poller) -> int | None:
-    """The fd of *poller*'s kernel object (readable while it holds events), if any.
+    """The fd of *poller*'s kernel object, when it is readable while that holds events.
 
-    A backend's public ``fileno()`` wins; else the kernel object the
-    backends in this package keep (epoll's ``_epoll``, kqueue's ``_kq``,
-    /dev/poll's ``_pollobj``) if it has a ``fileno()``. select.poll and
-    select have none; neither has the kqueue stand-in the tests use.
+    That is known of two kernel objects: an epoll fd (Linux lets poll() and
+    epoll watch it) and a kqueue fd (kqueue(2): "the queue itself can be
+    monitored by select, poll or kevent"). The backends keep them as
+    ``_epoll`` and ``_kq``. /dev/poll's fd is not used: Solaris documents no
+    readiness for it, so a devpoll primary takes the mirror path, as does
+    any backend whose kernel object is not found here (a renamed attribute
+    costs speed, not correctness). The kqueue stand-in in the tests has no
+    fd either.
     """
-    candidates: list[Any] = [poller]
-    candidates.extend(getattr(poller, attr, None) for attr in ("_epoll", "_kq", "_pollobj"))
-    for obj in candidates:
-        fileno = getattr(obj, "fileno", None)
+    for attr in ("_epoll", "_kq"):
+        fileno = getattr(getattr(poller, attr, None), "fileno", None)
         if callable(fileno):
             try:
                 fd = fileno()
