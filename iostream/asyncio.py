@@ -363,6 +363,10 @@ def run(
     *debug* None leaves asyncio's default (``PYTHONASYNCIODEBUG``, ``-X dev``).
     Raises :class:`RuntimeError` if called from a running event loop.
     """
+    if asyncio._get_running_loop() is not None:
+        # Checked before a loop is made, as asyncio.run does (3.11's Runner
+        # would make one, then fail in run_until_complete).
+        raise RuntimeError("iostream.asyncio.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=lambda: new_event_loop(poller)) as runner:
             return runner.run(main)
@@ -376,8 +380,6 @@ def _run_without_runner(
 
     Like 3.10's ``asyncio.run``, the loop is the current one while it runs.
     """
-    if asyncio._get_running_loop() is not None:
-        raise RuntimeError("iostream.asyncio.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop(poller)
