@@ -19,6 +19,7 @@ SIGTERM to the supervisor every worker is reaped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -551,3 +552,21 @@ def test_start_2_serves_from_both_workers_and_replaces_dead_ones(
     assert "exited with status 1, restarting" in err, err
     for pid in (a.pid, b.pid, c.pid, d.pid):
         assert not pid_alive(pid), f"worker {pid} was not reaped"
+
+
+def test_serves_inside_asyncio_run() -> None:
+    """io_loop=None inside a running asyncio loop: the server runs on that loop."""
+
+    async def main() -> bytes:
+        server = TCPServer(echo_line)
+        try:
+            port = server.listen(0)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"aio\n")
+            reply = await asyncio.wait_for(reader.read(), timeout=SOCKET_TIMEOUT)
+            writer.close()
+            return reply
+        finally:
+            server.stop()
+
+    assert asyncio.run(main()) == b"echo: aio\n"

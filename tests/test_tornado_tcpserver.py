@@ -20,7 +20,8 @@ What differs, and why:
 
 * Tornado runs these on asyncio; here the in-process tests run on each
   poller's IOLoop (the ``io_loop`` fixture), and the multi-process ones in a
-  fresh interpreter on the default poller (``IOLoop.current()``).
+  fresh interpreter, each both under ``asyncio.run`` (as Tornado's) and on
+  the native IOLoop's ``run_sync``.
 * Tornado's coroutine tests ``yield``/``await`` stream Futures; here the
   coroutines await a Future that the stream's callback resolves (callbacks
   work on every version of the stream API).
@@ -191,17 +192,29 @@ def quiet(err: str) -> str:
     return "".join(line for line in err.splitlines(True) if not line.startswith("INFO "))
 
 
-def test_listen_single(start_script: Any) -> None:
+#: How a script runs its ``async def main()``: on asyncio, as Tornado's
+#: tests do (``IOLoop.current()`` is then an IOLoop on the asyncio loop), or
+#: on the native IOLoop.
+RUNNERS = {
+    "asyncio": "import asyncio; asyncio.run(main())",
+    "native": "from iostream import IOLoop; IOLoop.current().run_sync(main)",
+}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_listen_single(start_script: Any, runner: str) -> None:
     out, err = run_subproc(
         start_script,
         """
-        from iostream import IOLoop, TCPServer
+        from iostream import TCPServer
 
         async def main():
             server = TCPServer()
             server.listen(0, address="127.0.0.1")
 
-        IOLoop.current().run_sync(main)
+        """
+        + RUNNERS[runner]
+        + """
         os.write(1, b"012")
         """,
     )
@@ -228,21 +241,24 @@ def test_bind_start(start_script: Any) -> None:
 
 
 @needs_fork
-def test_add_sockets(start_script: Any) -> None:
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_add_sockets(start_script: Any, runner: str) -> None:
     out, err = run_subproc(
         start_script,
         """
-        from iostream import IOLoop, TCPServer
+        from iostream import TCPServer
         from iostream.netutil import bind_sockets
 
         sockets = bind_sockets(0, address="127.0.0.1")
         fork_processes(3)
 
-        async def post_fork_main():
+        async def main():
             server = TCPServer()
             server.add_sockets(sockets)
 
-        IOLoop.current().run_sync(post_fork_main)
+        """
+        + RUNNERS[runner]
+        + """
         os.write(1, str(task_id()).encode())
         """,
     )
@@ -252,12 +268,13 @@ def test_add_sockets(start_script: Any) -> None:
 
 @needs_fork
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
-def test_listen_multi_reuse_port(start_script: Any) -> None:
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_listen_multi_reuse_port(start_script: Any, runner: str) -> None:
     out, err = run_subproc(
         start_script,
         """
         import socket
-        from iostream import IOLoop, TCPServer
+        from iostream import TCPServer
         from iostream.netutil import bind_sockets
 
         # An unused port that every worker can bind again.
@@ -270,7 +287,9 @@ def test_listen_multi_reuse_port(start_script: Any) -> None:
             server = TCPServer()
             server.listen(port, address="127.0.0.1", reuse_port=True)
 
-        IOLoop.current().run_sync(main)
+        """
+        + RUNNERS[runner]
+        + """
         os.write(1, str(task_id()).encode())
         """,
     )
