@@ -636,10 +636,22 @@ def _exit_code_help() -> str:
     return "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that lets a failed write of ``--help`` be seen.
+
+    argparse ignores an ``OSError`` while printing help, usage or the
+    version, so ``--help > /dev/full`` would "succeed" with nothing written.
+    """
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of the command line (*prog*: the name in usage lines)."""
     prog = prog or prog_name()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="iostream: non-blocking socket streams on a pluggable poller.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -702,30 +714,55 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit code."""
+    """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit code.
+
+    Whatever the command printed is flushed before returning, so that a
+    closed or full standard output is reported here, as one line, and not
+    by the interpreter at exit with a traceback. ``run`` is the exception:
+    the program it runs owns standard output, as under ``python SCRIPT``.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     verbose = False
     while args_list and args_list[0] in ("-v", "--verbose"):
         verbose = True
         args_list.pop(0)
     _setup_logging(verbose)
+    command = args_list[0] if args_list else None
     try:
-        if args_list and args_list[0] in PASSTHROUGH:
-            _help, entry = PASSTHROUGH[args_list[0]]
-            return entry(args_list[1:])
-        parser = build_parser()
-        args = parser.parse_args(args_list)
-        if args.verbose:
-            _setup_logging(True)
-        if args.command is None:
-            parser.print_help()
-            return EXIT_USAGE
-        func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        code = _dispatch(args_list)
+        if command != "run":
+            try:
+                sys.stdout.flush()
+            except OSError as exc:
+                raise _stdout_failed(exc) from None
+        return code
     except CLIError as exc:
         return _fail(str(exc), exc.code)
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(args_list: list[str]) -> int:
+    """Parse *args_list* and run its command; return the exit code."""
+    if args_list and args_list[0] in PASSTHROUGH:
+        _help, entry = PASSTHROUGH[args_list[0]]
+        return entry(args_list[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        # --help, --version and usage errors: argparse has printed and wants
+        # to exit; return instead, so that main() flushes and checks stdout.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except OSError as exc:
+        raise _stdout_failed(exc) from None
+    if args.verbose:
+        _setup_logging(True)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
 
 
 def _setup_logging(verbose: bool) -> None:

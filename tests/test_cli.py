@@ -658,16 +658,16 @@ def assert_local_write_error(result: subprocess.CompletedProcess[bytes]) -> None
     assert "network" not in line
 
 
-@pytest.mark.parametrize("args", [["info"], ["info", "--json"]])
+@pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["--help"], ["get", "--help"]])
 def test_info_to_closed_pipe_is_one_line(args: list[str]) -> None:
-    """``info --json | head -1``: one line on stderr, no traceback."""
+    """``info --json | head -1`` (and ``--help | head``): one line on stderr, no traceback."""
     with closed_pipe() as fd:
         assert_local_write_error(run_cli_to(fd, *args))
 
 
-@pytest.mark.parametrize("args", [["info"], ["info", "--json"]])
+@pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["--help"], ["--version"]])
 def test_info_to_full_disk_is_one_line(args: list[str]) -> None:
-    """``info > /dev/full``: one line on stderr, no traceback."""
+    """``info > /dev/full`` (and ``--help``, ``--version``): one line on stderr, no traceback."""
     with dev_full() as fd:
         assert_local_write_error(run_cli_to(fd, *args))
 
@@ -727,3 +727,23 @@ def test_python39_gets_a_clear_message() -> None:
     assert "Traceback" not in stderr and "TypeError" not in stderr
     assert "iostream needs Python 3.10+; this is Python 3.9" in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_passthrough_output_is_flushed_and_checked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What doctor or bench printed is flushed by main(): a full disk is one line, exit 1."""
+    import types
+
+    class FullStdout(io.StringIO):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    fake = types.ModuleType("iostream._doctor")
+    fake.main = lambda argv: print("table") or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "iostream._doctor", fake)
+    monkeypatch.setattr(sys, "stdout", FullStdout())
+    assert _cli.main(["doctor"]) == 1
+    assert capsys.readouterr().err == (
+        "iostream: error: cannot write to standard output: No space left on device\n"
+    )
