@@ -170,3 +170,72 @@ def test_env_unavailable_name() -> None:
     assert out.startswith("PollerUnavailable: ")
     assert sys.platform in out
     assert pollers.available()[0] in out
+
+
+# -- the socket probe (automatic choice skips a backend that does not work) ----------
+
+
+class _DeafPoller(pollers.SelectPoller):
+    """A backend that exists but never reports anything (a broken emulation)."""
+
+    name = "epoll"
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        return []
+
+
+class _RefusedPoller(pollers.SelectPoller):
+    """A backend whose kernel object a sandbox refuses."""
+
+    name = "epoll"
+
+    def _kernel_open(self) -> None:
+        raise PermissionError(1, "Operation not permitted (seccomp)")
+
+
+@pytest.fixture
+def fresh_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty probe cache, and a short probe timeout, for this test only."""
+    monkeypatch.setattr(pollers, "_probe_results", {})
+    monkeypatch.setattr(pollers, "_PROBE_TIMEOUT", 0.2)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+@pytest.mark.usefixtures("fresh_probes")
+@pytest.mark.parametrize("broken", [_DeafPoller, _RefusedPoller], ids=["deaf", "refused"])
+def test_automatic_choice_skips_a_backend_failing_the_probe(
+    monkeypatch: pytest.MonkeyPatch, broken: type[pollers.Poller]
+) -> None:
+    best = pollers.available()[0]
+    monkeypatch.setitem(pollers.BACKENDS, best, broken)
+    monkeypatch.setattr(broken, "available", classmethod(lambda cls: True))
+    chosen = pollers.choose()
+    assert chosen is not broken
+    assert chosen.name == pollers.available()[1]
+    reason = pollers.unavailable_reasons()[best]
+    assert "socket probe" in reason and sys.platform in reason
+    # Asked for by name, it is used as it is.
+    assert pollers.choose(best) is broken
+
+
+@pytest.mark.usefixtures("fresh_probes")
+def test_the_probe_runs_once_per_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[str] = []
+    real = pollers._run_probe
+
+    def counting(cls: type[pollers.Poller]) -> str | None:
+        runs.append(cls.name)
+        return real(cls)
+
+    monkeypatch.setattr(pollers, "_run_probe", counting)
+    for _ in range(3):
+        pollers.choose()
+    assert runs == [pollers.available()[0]]
+    pollers.unavailable_reasons()
+    assert sorted(runs) == sorted(pollers.available())
+
+
+@pytest.mark.usefixtures("fresh_probes")
+def test_every_backend_here_passes_the_probe() -> None:
+    for name in pollers.available():
+        assert pollers._probe(name) is None, name

@@ -4,17 +4,20 @@
   ``poll``/``close``); :class:`EpollPoller`, :class:`KqueuePoller`,
   :class:`DevpollPoller`, :class:`PollPoller` and :class:`SelectPoller` are
   the backends, one module each.
-- :func:`available` lists the backends usable here, best first;
+- :func:`available` lists the backends this platform has, best first;
   :func:`choose` picks one by name, by the ``IOSTREAM_POLLER`` environment
-  variable (:data:`ENV_VAR`), or the best; :func:`unavailable_reasons` says
-  why the others cannot run here.
+  variable (:data:`ENV_VAR`), or the best that passes a socket probe;
+  :func:`unavailable_reasons` says why the others cannot run here.
 - :data:`READ`, :data:`WRITE`, :data:`ERROR` are the event bits.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
+import time
 
 from iostream.pollers.base import (
     ERROR,
@@ -71,17 +74,93 @@ def available() -> tuple[str, ...]:
 
 
 def unavailable_reasons() -> dict[str, str]:
-    """Each backend that cannot run here, with the reason, in a human sentence."""
+    """Each backend that cannot run here, with the reason, in a human sentence.
+
+    That is the backends this platform lacks, and those it has that fail
+    the socket probe (see :func:`choose`; probed here if they were not yet).
+    """
     reasons: dict[str, str] = {}
     for name, cls in BACKENDS.items():
         reason = cls._unavailable_reason()
+        if reason is None:
+            reason = _probe(name)
         if reason is not None:
             reasons[name] = reason
     return reasons
 
 
+#: How long the socket probe waits for READ before it calls a backend broken.
+_PROBE_TIMEOUT = 2.0
+
+#: The probe's verdicts in this process: name -> why it failed, or None.
+_probe_results: dict[str, str | None] = {}
+_probe_pid = os.getpid()
+_probe_lock = threading.Lock()
+
+
+def _probe(name: str) -> str | None:
+    """Why backend *name* fails the socket probe here, or ``None`` if it passes.
+
+    The probe: make the poller, register one end of a socket pair for READ,
+    write a byte to the other end, and expect ``(fd, READ)`` within
+    :data:`_PROBE_TIMEOUT` seconds. Why: a backend can exist and still not
+    work — a seccomp or sandbox policy that refuses ``epoll_create`` or
+    ``kqueue()``, an emulation layer (WSL 1, gVisor, qemu-user) whose
+    epoll or poll misreports. Run once per backend per process (a forked
+    child probes again), under a lock.
+    """
+    global _probe_pid
+    with _probe_lock:
+        if os.getpid() != _probe_pid:
+            _probe_results.clear()
+            _probe_pid = os.getpid()
+        if name not in _probe_results:
+            _probe_results[name] = _run_probe(BACKENDS[name])
+        return _probe_results[name]
+
+
+def _run_probe(cls: type[Poller]) -> str | None:
+    where = f"on {sys.platform}"
+    try:
+        poller = cls()
+    except Exception as exc:  # a sandbox refusing the kernel object, say
+        return f"failed a socket probe {where}: making it raised {type(exc).__name__}: {exc}"
+    reader: socket.socket | None = None
+    writer: socket.socket | None = None
+    try:
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        fd = reader.fileno()
+        poller.register(fd, READ)
+        writer.send(b"p")
+        deadline = time.monotonic() + _PROBE_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return (
+                    f"failed a socket probe {where}: a socket pair with a byte "
+                    f"to read was not reported readable within {_PROBE_TIMEOUT:g} s"
+                )
+            if any(got == fd and bits & READ for got, bits in poller.poll(left)):
+                return None
+    except Exception as exc:
+        return f"failed a socket probe {where}: {type(exc).__name__}: {exc}"
+    finally:
+        poller.close()
+        for sock in (reader, writer):
+            if sock is not None:
+                sock.close()
+
+
 def choose(name: str | None = None) -> type[Poller]:
     """The poller class for *name*, else for ``$IOSTREAM_POLLER``, else the best.
+
+    With neither (or an empty value), the choice is automatic: the best
+    backend of :func:`available` that passes a socket probe (a socket pair
+    registered for READ is reported readable after a write), so that a
+    backend a sandbox or an emulation layer breaks is skipped; the probe
+    runs once per backend per process, and :func:`unavailable_reasons` says
+    why a backend was skipped. A name that is given is used as it is.
 
     The value is case-insensitive and may be a comma-separated preference
     list (``"kqueue,poll"``): the first available backend wins. Whitespace
@@ -103,7 +182,12 @@ def choose(name: str | None = None) -> type[Poller]:
     names = [item for item in names if item]
     here = available()
     if not names:
-        return BACKENDS[here[0]]
+        # Automatic choice: the best backend that passes the socket probe.
+        for item in here:
+            if _probe(item) is None:
+                return BACKENDS[item]
+        why = "; ".join(f"{item}: {_probe(item)}" for item in here)
+        raise PollerUnavailable(f"no poller works on this platform ({sys.platform}): {why}")
     unknown = [item for item in names if item not in BACKENDS]
     if unknown:
         raise ValueError(
