@@ -579,21 +579,54 @@ def test_epoll_ghost_rebuild_moves_the_doorbell(pair: Pair) -> None:
         c.close()
 
 
+class _WriteFilterRefusingQueue(kq.kqueue):
+    """The kqueue stand-in, refusing EVFILT_WRITE (only) on a tty with EINVAL.
+
+    A device whose driver has a read filter and no write filter: accepted
+    at register(READ), refused at the modify() that first asks for WRITE.
+    """
+
+    def control(
+        self, changelist: Any, max_events: int, timeout: float | None = None
+    ) -> list[kq.kevent]:
+        changes = list(changelist) if changelist is not None else []
+        for change in changes:
+            if (
+                change.flags & kq.KQ_EV_ADD
+                and change.filter == kq.KQ_FILTER_WRITE
+                and _isatty(change.ident)
+            ):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return super().control(changes, max_events, timeout)
+
+
+class WriteFilterRefusingKqueuePoller(KqueuePoller):
+    """KqueuePoller over a stand-in whose ttys have no EVFILT_WRITE."""
+
+    _select = types.SimpleNamespace(
+        **{name: value for name, value in vars(_TTY_REFUSING_SELECT).items() if name != "kqueue"},
+        kqueue=_WriteFilterRefusingQueue,
+    )
+
+
 @needs_pty
 @needs_poll
-def test_tty_accepted_for_errors_then_refused_for_read_moves_out(pair: Pair) -> None:
-    """kqueue adds no filter for ERROR alone: the EINVAL comes at modify(READ)."""
+def test_fd_refused_at_modify_moves_out(pair: Pair) -> None:
+    """Accepted for READ, refused (EINVAL) at modify(READ|WRITE): moves to poll."""
     a, b = pair
     master, slave = os.openpty()
     try:
-        with FallbackPoller(TtyRefusingKqueuePoller()) as poller:
+        with FallbackPoller(WriteFilterRefusingKqueuePoller()) as poller:
             poller.register(b, READ)
-            poller.register(slave, ERROR)  # no filter: kqueue accepts it
+            poller.register(slave, READ)  # the read filter: accepted
             assert poller.fallbacks == {}
-            poller.modify(slave, READ)  # EINVAL: moves to poll
+            poller.modify(slave, READ | WRITE)  # EINVAL: moves to poll
             assert "watched by poll" in poller.fallbacks[slave]
             with pytest.raises(FileExistsError):
                 poller.register(slave, READ)
+            events, _ = poll_until(poller, slave, WRITE)
+            assert events == WRITE
+            poller.modify(slave, READ)
             os.write(master, b"x\n")  # a line: the tty is in canonical mode
             a.send(b"y")
             seen: dict[int, int] = {}
@@ -613,13 +646,16 @@ def test_tty_accepted_for_errors_then_refused_for_read_moves_out(pair: Pair) -> 
 def test_modify_refused_everywhere_leaves_the_fd_on_the_primary() -> None:
     master, slave = os.openpty()
     try:
-        with FallbackPoller(TtyRefusingKqueuePoller(), secondaries=[]) as poller:
-            poller.register(slave, ERROR)
+        with FallbackPoller(WriteFilterRefusingKqueuePoller(), secondaries=[]) as poller:
+            poller.register(slave, READ)
             with pytest.raises(ValueError, match="kqueue refused it"):
-                poller.modify(slave, READ)
+                poller.modify(slave, READ | WRITE)
             assert poller.fallbacks == {}
-            with pytest.raises(FileExistsError):  # still on the primary, as before
+            with pytest.raises(FileExistsError):  # still on the primary, for READ
                 poller.register(slave, READ)
+            os.write(master, b"x\n")
+            events, _ = poll_until(poller, slave, READ)
+            assert events == READ
             poller.unregister(slave)
     finally:
         os.close(master)

@@ -321,9 +321,9 @@ class FallbackPoller(Poller):
     def modify(self, fd: FileDescriptorLike, events: int) -> None:
         """Change the events watched on registered *fd*, wherever it is watched.
 
-        If the primary refuses the change for this fd (macOS kqueue accepts a
-        tty registered for no events, and refuses it when READ is asked for),
-        the fd moves to where ``register`` would have sent it. Raises
+        If the primary refuses the change for this fd (kqueue adds a filter
+        at the first ``modify`` that asks for WRITE, and a device may have no
+        such filter), the fd moves to where ``register`` would have sent it. Raises
         :class:`FileNotFoundError` if *fd* is not registered.
         """
         if self._fallbacks:
@@ -350,12 +350,13 @@ class FallbackPoller(Poller):
     def _move_out(self, fd: FileDescriptorLike, events: int, exc: BaseException) -> None:
         """The primary refused a ``modify``: watch *fd* another way from now on.
 
-        Why: kqueue adds no filter for an fd registered with no events (or
-        ERROR alone), so macOS accepts a tty at ``register`` and refuses it
-        (EINVAL) only when READ or WRITE is first asked for, as a stream
-        that registers for errors and then reads does. The fd leaves the
-        primary (with its old events restored there if nothing else can
-        watch it either) and goes where ``register`` would have sent it.
+        Why: kqueue adds its filters one at a time, as they are first asked
+        for (EVFILT_READ for READ or ERROR, EVFILT_WRITE for WRITE), so a
+        device whose driver has one filter but not the other is accepted at
+        ``register`` and refused (EINVAL) at the ``modify`` that adds the
+        other. The fd leaves the primary (its old events are restored there
+        if nothing else can watch it either) and goes where ``register``
+        would have sent it.
         """
         check_events(events)
         if isinstance(exc, OSError) and exc.errno not in _REFUSAL_ERRNOS:
