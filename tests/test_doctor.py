@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -421,3 +424,39 @@ def test_socket_kinds_really_are_sockets() -> None:
             sock.close()
     finally:
         subject.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork() and ptys")
+def test_tty_column_with_a_controlling_terminal() -> None:
+    """Under a terminal (a pty made the controlling one) /dev/tty is probed, not n/a."""
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child: become the doctor
+        try:
+            os.execv(sys.executable, [sys.executable, "-m", "iostream._doctor", "--json"])
+        finally:
+            os._exit(127)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([master], [], [], max(remaining, 0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal (Linux)
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The terminal turned each "\n" into "\r\n".
+    report = json.loads(b"".join(chunks).decode().replace("\r\n", "\n"))
+    for name in pollers.available():
+        cell = report["pollers"][name]["tty"]
+        assert cell["result"] in (OK, FALLBACK), (name, cell)
