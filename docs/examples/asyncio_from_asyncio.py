@@ -11,7 +11,7 @@ import socket
 
 from iostream import IOLoop, IOStream
 
-# needs: iostream.IOLoop.from_asyncio
+# needs: iostream.IOLoop.from_asyncio; stream futures
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

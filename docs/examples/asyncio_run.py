@@ -12,8 +12,6 @@ import asyncio
 
 import iostream.asyncio
 
-# needs: iostream.asyncio.run
-
 
 async def main() -> str:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

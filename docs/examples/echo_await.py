@@ -11,7 +11,7 @@ import socket
 
 from iostream import IOLoop, IOStream, StreamClosedError, TCPServer
 
-# needs: iostream.IOLoop.run_sync, iostream.IOStream.read_until returns a Future
+# needs: iostream.IOLoop.run_sync; stream futures
 
 
 class UpperServer(TCPServer):
