@@ -58,7 +58,9 @@ from _stream_helpers import (  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from support import loopback_pair
-from transport import (
+
+from iostream import IOLoop, IOStream, StreamClosedError
+from iostream.testing import (
     OK,
     ChaosSocket,
     ChaosSSLIOStream,
@@ -67,8 +69,6 @@ from transport import (
     short,
     wait_with_progress,
 )
-
-from iostream import IOLoop, IOStream, StreamClosedError
 
 KiB = 1024
 MiB = 1024 * KiB

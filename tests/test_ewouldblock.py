@@ -31,9 +31,9 @@ from _stream_helpers import (  # noqa: F401  (fixtures)
     spin,
     tls_fixture,
 )
-from transport import ChaosSocket, ChaosSSLIOStream, TLSChaos, wait_with_progress
 
 from iostream import IOLoop, IOStream
+from iostream.testing import ChaosSocket, ChaosSSLIOStream, TLSChaos, wait_with_progress
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -37,7 +37,11 @@ from _stream_helpers import (  # noqa: F401  (fixtures)
     tls_fixture,
 )
 from support import loopback_pair
-from transport import (
+
+import iostream.stream
+from iostream import IOLoop, IOStream
+from iostream._platform import is_would_block
+from iostream.testing import (
     WINDOWS_SEND_LIMIT,
     WSAECONNREFUSED,
     WSAENOBUFS,
@@ -47,10 +51,6 @@ from transport import (
     WindowsSocket,
     wait_with_progress,
 )
-
-import iostream.stream
-from iostream import IOLoop, IOStream
-from iostream._platform import is_would_block
 
 KiB = 1024
 MiB = 1024 * KiB

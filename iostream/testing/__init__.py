@@ -1,5 +1,123 @@
-"""Fault-injection sockets and pytest helpers for users' own protocols (in progress)."""
+"""Fault injection for your own protocols: sockets that misbehave the way real kernels do.
+
+Code on non-blocking sockets has two classic bugs that a Linux laptop hides:
+assuming ``send`` sends everything, and assuming one ``recv`` is one message.
+Loopback TCP on Linux almost never sends short, never returns WSAENOBUFS,
+and delivers small writes whole. The sockets here make the other cases
+happen, on purpose and reproducibly, on any OS:
+
+:class:`WindowsSocket`
+    behaves as Winsock does to a non-blocking socket, as Python on Windows
+    reports it. Microsoft's ``send`` documentation lists WSAENOBUFS (10055,
+    "No buffer space is available") and WSAEWOULDBLOCK (10035, "the socket
+    is marked as nonblocking and the requested operation would block"); its
+    ``connect`` documentation: "With a nonblocking socket, the connection
+    attempt cannot be completed immediately. In this case, connect will
+    return SOCKET_ERROR, and WSAGetLastError will return WSAEWOULDBLOCK" —
+    not EINPROGRESS. The stand-in fails a ``send`` of more than
+    :data:`WINDOWS_SEND_LIMIT` (128 KiB, the cap Tornado puts on Windows
+    sends for this reason) with WSAENOBUFS and sends nothing, and reports
+    would-block, connection errors and ``SO_ERROR`` with WSA codes
+    (``errno`` and ``winerror`` both set, as Python on Windows does).
+:class:`ChaosSocket`
+    short sends, short reads, would-block (EAGAIN) and EINTR — everything
+    POSIX ``send(2)``/``recv(2)`` allow ("the number of bytes sent" may be
+    less than asked; EAGAIN "the socket is marked nonblocking and the
+    requested operation would block"; EINTR "a signal occurred") — on an
+    explicit schedule of :class:`Fault` tokens, a seeded random one
+    (``ChaosSocket(seed=...)``), or both, with a readable record of what
+    was applied (:meth:`ChaosSocket.describe`) that replays the run.
+:class:`ChaosSSLSocket` / :class:`ChaosSSLIOStream` / :class:`TLSChaos`
+    TLS: ``ssl.SSLWantReadError`` / ``ssl.SSLWantWriteError`` injected on a
+    schedule, and OpenSSL's rule checked on every retry — ``SSL_write(3)``:
+    "When an SSL_write() operation has to be repeated because of
+    SSL_ERROR_WANT_READ or SSL_ERROR_WANT_WRITE, it must be repeated with
+    the same arguments" (:attr:`TLSChaos.violations`).
+
+Helpers put them under streams (:func:`stream_pair`, :func:`socket_pair`)
+and run a loop until something happens (:func:`run_until`,
+:func:`run_sync`, :class:`Waiter`). The pytest plugin
+(:mod:`iostream.testing.pytest_plugin`, installed as a ``pytest11`` entry
+point) offers them as fixtures, parametrized over every poller;
+:mod:`iostream.testing.strategies` has Hypothesis strategies for fault
+schedules, so a failing schedule is shrunk to a minimal one.
+
+The sockets are ``socket.socket`` subclasses over real fds, so they also
+work under asyncio's *selector* transports (``asyncio.open_connection(
+sock=...)``) and any plain non-blocking code; see the documentation page
+"Testing your protocol" for what does not (the Windows proactor loop,
+uvloop).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from iostream.testing._helpers import (
+    DEFAULT_TIMEOUT,
+    KINDS,
+    LoopTimeout,
+    StreamKind,
+    Waiter,
+    run_sync,
+    run_until,
+    socket_pair,
+    stream_pair,
+    tls_contexts,
+    wait_with_progress,
+)
+from iostream.testing._sockets import (
+    OK,
+    PREFIX,
+    WINDOWS_SEND_LIMIT,
+    WSAECONNABORTED,
+    WSAECONNREFUSED,
+    WSAECONNRESET,
+    WSAENOBUFS,
+    WSAETIMEDOUT,
+    WSAEWOULDBLOCK,
+    ChaosSocket,
+    Fault,
+    SendCall,
+    WindowsSocket,
+    format_schedule,
+    parse_schedule,
+    recording,
+    short,
+    wsa_error,
+)
+from iostream.testing._tls import ChaosSSLIOStream, ChaosSSLSocket, TLSChaos, chaos_context
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "KINDS",
+    "OK",
+    "PREFIX",
+    "WINDOWS_SEND_LIMIT",
+    "WSAECONNABORTED",
+    "WSAECONNREFUSED",
+    "WSAECONNRESET",
+    "WSAENOBUFS",
+    "WSAETIMEDOUT",
+    "WSAEWOULDBLOCK",
+    "ChaosSSLIOStream",
+    "ChaosSSLSocket",
+    "ChaosSocket",
+    "Fault",
+    "LoopTimeout",
+    "SendCall",
+    "StreamKind",
+    "TLSChaos",
+    "Waiter",
+    "WindowsSocket",
+    "chaos_context",
+    "format_schedule",
+    "parse_schedule",
+    "recording",
+    "run_sync",
+    "run_until",
+    "short",
+    "socket_pair",
+    "stream_pair",
+    "tls_contexts",
+    "wait_with_progress",
+    "wsa_error",
+]

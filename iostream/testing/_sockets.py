@@ -1,55 +1,50 @@
-"""The test transport layer: sockets that misbehave on purpose, the way real kernels do.
+"""The fault sockets: :class:`WindowsSocket`, :class:`ChaosSocket` and their :class:`Fault` tokens.
 
-Nothing here is part of the library. Each class is a real socket (a
-``socket.socket`` or ``ssl.SSLSocket`` subclass wrapping a real loopback fd,
-so the stream's ``isinstance`` checks and the pollers see an ordinary
-socket) that overrides the calls the stream makes:
-
-* :class:`WindowsSocket` — what Winsock does to a non-blocking socket, as
-  Python on Windows reports it: a ``send`` of more than 128 KiB fails with
-  WSAENOBUFS (``OSError`` with ``errno`` and ``winerror`` 10055) instead of
-  sending part; would-block on ``send``/``recv``/``connect`` is a
-  ``BlockingIOError`` whose ``errno`` and ``winerror`` are WSAEWOULDBLOCK
-  (10035), not EAGAIN/EINPROGRESS; ``SO_ERROR`` and connection errors carry
-  WSA codes. It records the size of every ``send`` it was handed.
-* :class:`ChaosSocket` — a plain socket that follows a *schedule* of
-  :class:`Fault` tokens, one per ``send`` (or ``recv``) call: send fewer
-  bytes than asked, raise ``BlockingIOError`` / ``InterruptedError`` /
-  ENOBUFS / WSAEWOULDBLOCK / WSAENOBUFS, return a short read. When the
-  schedule runs out it behaves. It records every ``send`` call
-  (:class:`SendCall`) so a test can check that each send starts exactly
-  where the accepted bytes left off (:meth:`ChaosSocket.send_violations`).
-* :class:`ChaosSSLSocket` — the TLS equivalent, made by a context whose
-  ``sslsocket_class`` is set to it (:func:`chaos_context`): raises
-  ``ssl.SSLWantReadError`` / ``ssl.SSLWantWriteError`` (and short reads) on a
-  schedule *before* delegating, and checks OpenSSL's rule that a write
-  retried after want-write/want-read starts with exactly the bytes of the
-  failed one (:attr:`TLSChaos.violations`). Without a schedule it only
-  records, so it also checks the retries after *real* want-writes.
-  :class:`ChaosSSLIOStream` is an ``SSLIOStream`` whose ``_wrap_socket``
-  hook attaches the schedule.
-
-A schedule is a list of :class:`Fault` whose ``repr`` is short and readable
-(``short(3)``, ``block``, ``want_write``): hypothesis prints the drawn lists
-when a property fails, after shrinking them to a minimal failing schedule.
+Each class is a real ``socket.socket`` subclass that owns a real fd, so
+pollers, ``isinstance`` checks and asyncio's selector transports see an
+ordinary socket; only the Python-level calls (``send``, ``sendmsg``,
+``recv``, ``recv_into``, ``connect``, ``getsockopt``) misbehave. See the
+package docstring (:mod:`iostream.testing`) for the documents they follow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
+import random
+import re
 import socket
 import ssl
 import sys
-import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, overload
-
-from iostream import SSLIOStream
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
+
+__all__ = [
+    "OK",
+    "PREFIX",
+    "WINDOWS_SEND_LIMIT",
+    "WSAECONNABORTED",
+    "WSAECONNREFUSED",
+    "WSAECONNRESET",
+    "WSAENOBUFS",
+    "WSAETIMEDOUT",
+    "WSAEWOULDBLOCK",
+    "ChaosSocket",
+    "Fault",
+    "SendCall",
+    "WindowsSocket",
+    "format_schedule",
+    "parse_schedule",
+    "recording",
+    "short",
+    "wsa_error",
+]
 
 KiB = 1024
 
@@ -101,6 +96,10 @@ def _as_bytes_view(data: Any) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+def _nothing() -> None:
+    """No-op default callback."""
+
+
 def _rewrap(cls: type[socket.socket], sock: socket.socket) -> Any:
     """A *cls* instance owning *sock*'s fd (*sock* is detached), same blocking mode."""
     timeout = sock.gettimeout()
@@ -149,7 +148,7 @@ class WindowsSocket(socket.socket):
         self.would_blocks = 0
         self.bytes_received = 0
         self._refusal_limit: int | None = None
-        self._on_refusals: Any = None
+        self._on_refusals: Callable[[], object] = _nothing
         self._consecutive_refusals = 0
 
     @classmethod
@@ -158,7 +157,7 @@ class WindowsSocket(socket.socket):
         new: WindowsSocket = _rewrap(cls, sock)
         return new
 
-    def on_refusals(self, limit: int, callback: Any) -> None:
+    def on_refusals(self, limit: int, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once *limit* sends in a row have been refused."""
         self._refusal_limit = limit
         self._on_refusals = callback
@@ -175,25 +174,57 @@ class WindowsSocket(socket.socket):
             self.would_blocks += 1
         return wsa_error(wsa, cls)
 
+    def _refuse(self) -> None:
+        # What Winsock does with a non-blocking send larger than its
+        # buffers: fail the whole call, send nothing.
+        self.refused += 1
+        self._consecutive_refusals += 1
+        limit = self._refusal_limit
+        if limit is not None and self._consecutive_refusals == limit:
+            self._on_refusals()
+        raise wsa_error(WSAENOBUFS, OSError, "[WinError 10055] No buffer space available")
+
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        """Send *data*; over :data:`WINDOWS_SEND_LIMIT` bytes fails with WSAENOBUFS."""
         n = _as_bytes_view(data).nbytes
         self.send_sizes.append(n)
         if n > WINDOWS_SEND_LIMIT:
-            # What Winsock does with a non-blocking send larger than its
-            # buffers: fail the whole call, send nothing.
-            self.refused += 1
-            self._consecutive_refusals += 1
-            limit = self._refusal_limit
-            if limit is not None and self._consecutive_refusals == limit:
-                self._on_refusals()
-            raise wsa_error(WSAENOBUFS, OSError, "[WinError 10055] No buffer space available")
+            self._refuse()
         self._consecutive_refusals = 0
         try:
             return super().send(data, flags)
         except OSError as exc:
             raise self._translate(exc) from None
 
+    def sendmsg(
+        self,
+        buffers: Iterable[ReadableBuffer],
+        ancdata: Iterable[tuple[int, int, ReadableBuffer]] = (),
+        flags: int = 0,
+        address: Any = None,
+        /,
+    ) -> int:
+        """Like :meth:`send` for the buffers together (asyncio 3.12+ ``writelines``).
+
+        Winsock's ``WSASend`` with several buffers has the same limit as one
+        ``send`` of their total (there is no ``sendmsg`` on Windows at all;
+        this exists so POSIX code paths that use it meet the same rule).
+        """
+        views = [_as_bytes_view(b) for b in buffers]
+        n = sum(v.nbytes for v in views)
+        self.send_sizes.append(n)
+        if n > WINDOWS_SEND_LIMIT:
+            self._refuse()
+        self._consecutive_refusals = 0
+        try:
+            if address is None:
+                return super().sendmsg(views, ancdata, flags)
+            return super().sendmsg(views, ancdata, flags, address)
+        except OSError as exc:
+            raise self._translate(exc) from None
+
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        """``recv_into`` with would-block and connection errors as Winsock codes."""
         try:
             n = super().recv_into(buffer, nbytes, flags)
         except OSError as exc:
@@ -202,6 +233,7 @@ class WindowsSocket(socket.socket):
         return n
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        """``recv`` with would-block and connection errors as Winsock codes."""
         try:
             data = super().recv(bufsize, flags)
         except OSError as exc:
@@ -210,6 +242,7 @@ class WindowsSocket(socket.socket):
         return data
 
     def connect(self, address: Any, /) -> None:
+        """``connect``; in progress is WSAEWOULDBLOCK, as on Windows."""
         # A non-blocking connect on Windows fails at once with WSAEWOULDBLOCK
         # (POSIX says EINPROGRESS); the outcome shows later as writability
         # (success) or in the exceptional set with SO_ERROR set (failure).
@@ -225,6 +258,7 @@ class WindowsSocket(socket.socket):
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None, /) -> int | bytes:
+        """``getsockopt``; a nonzero ``SO_ERROR`` is the Winsock code."""
         if buflen is not None:
             return super().getsockopt(level, optname, buflen)
         value = super().getsockopt(level, optname)
@@ -317,6 +351,90 @@ def short(n: int) -> Fault:
     return Fault("short", n)
 
 
+BLOCK = Fault("block")
+EINTR = Fault("eintr")
+WSA_BLOCK = Fault("wsa_block")
+WSA_NOBUFS = Fault("wsa_nobufs")
+
+_TOKEN = re.compile(r"\s*(?:(short)\((\d+)\)|([a-z_]+))\s*")
+
+
+def parse_schedule(text: str) -> list[Fault]:
+    """The schedule that :func:`format_schedule` (and a failure report) printed.
+
+    ``parse_schedule("[short(3), block, eintr]")`` gives
+    ``[short(3), Fault("block"), Fault("eintr")]``; the brackets are optional.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    faults: list[Fault] = []
+    if not inner.strip():
+        return faults
+    for item in inner.split(","):
+        match = _TOKEN.fullmatch(item)
+        if match is None:
+            raise ValueError(f"text: {item.strip()!r} is not a fault (e.g. short(3), block)")
+        faults.append(short(int(match[2])) if match[1] else Fault(match[3]))
+    return faults
+
+
+def format_schedule(schedule: Sequence[Fault], limit: int = 200) -> str:
+    """``[short(3), block]``: *schedule* without its trailing ``ok`` tokens.
+
+    At most *limit* tokens are shown; a longer schedule ends with a note of
+    how many were left out (so the text no longer replays it all).
+    """
+    end = len(schedule)
+    while end and schedule[end - 1] == OK:
+        end -= 1
+    shown = ", ".join(repr(fault) for fault in schedule[: min(end, limit)])
+    more = f", ... {end - limit} more" if end > limit else ""
+    return f"[{shown}{more}]"
+
+
+def _checked_schedule(faults: Iterable[Fault], name: str) -> list[Fault]:
+    if isinstance(faults, (str, bytes)):
+        raise TypeError(f"{name} must be an iterable of Fault (see parse_schedule), not a str")
+    items = list(faults)
+    for item in items:
+        if not isinstance(item, Fault):
+            raise TypeError(f"{name} must hold Fault objects, not {type(item).__name__}")
+    return items
+
+
+def _truncated(views: list[memoryview], limit: int) -> list[memoryview]:
+    """The first *limit* bytes of the buffers *views*, as views."""
+    out: list[memoryview] = []
+    for view in views:
+        if limit <= 0:
+            break
+        out.append(view[:limit])
+        limit -= view.nbytes
+    return out
+
+
+#: Lists that every new ChaosSocket / TLSChaos is appended to (see :func:`recording`).
+_recorders: list[list[Any]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Any]]:
+    """Collect every :class:`ChaosSocket` and ``TLSChaos`` created inside the block.
+
+    Yields the list they are appended to. The pytest plugin uses it to show
+    their :meth:`~ChaosSocket.describe` in the report of a failing test.
+    """
+    found: list[Any] = []
+    _recorders.append(found)
+    try:
+        yield found
+    finally:
+        _recorders.remove(found)
+
+
 #: Number of leading bytes of each send kept in :class:`SendCall`.
 PREFIX = 64
 
@@ -342,12 +460,32 @@ class SendCall:
 
 
 class ChaosSocket(socket.socket):
-    """A real socket that misbehaves on a schedule (see :class:`Fault`).
+    """A real socket that misbehaves on a schedule, a seed, or both.
 
-    ``send_faults`` and ``recv_faults`` are consumed one token per call
-    (``recv_into`` and ``recv`` share ``recv_faults``); once empty, calls
-    behave. ``sends`` records every ``send`` call; ``log`` is a readable
-    trace of every call (for failure messages).
+    ``ChaosSocket(family, type, proto, fileno, *, seed=None, ...)`` or
+    :meth:`wrap` (takes over a connected socket's fd). Each ``send`` /
+    ``sendmsg`` call takes the next token of ``send_faults``, each ``recv`` /
+    ``recv_into`` call the next of ``recv_faults`` (see :class:`Fault`).
+    When a schedule runs out the socket behaves, unless *seed* is given:
+    then every further call draws its fault from a :class:`random.Random`
+    seeded with *seed* (sends and receives from separate streams of it), with
+    the rates given, so the same seed and the same calls give the same
+    faults on every run and every OS:
+
+    * *short_rate*: a short send / short read (at most a log-uniformly drawn
+      number of bytes, fewer than asked);
+    * *block_rate*: ``BlockingIOError(EAGAIN)``, nothing transferred;
+    * *eintr_rate*: ``InterruptedError(EINTR)``, nothing transferred.
+
+    With ``windows=True`` the would-blocks are Winsock's (``wsa_block``:
+    ``errno == winerror == 10035``) and half of the send ones are
+    ``wsa_nobufs`` (10055) instead.
+
+    The record: ``sends`` (:class:`SendCall` for every send), ``log`` (one
+    line per call), ``send_record`` / ``recv_record`` (the fault applied to
+    each call, ``ok`` included: a schedule that replays this run exactly)
+    and :meth:`describe`, a readable summary to put in a failure message
+    (the pytest plugin adds it to the report of a failing test by itself).
     """
 
     send_faults: deque[Fault]
@@ -355,6 +493,9 @@ class ChaosSocket(socket.socket):
     sends: list[SendCall]
     log: list[str]
     bytes_received: int
+    send_record: list[Fault]
+    recv_record: list[Fault]
+    seed: int | str | None
 
     def __init__(
         self,
@@ -362,13 +503,41 @@ class ChaosSocket(socket.socket):
         type: int = -1,
         proto: int = -1,
         fileno: int | None = None,
+        *,
+        seed: int | str | None = None,
+        send_faults: Iterable[Fault] = (),
+        recv_faults: Iterable[Fault] = (),
+        short_rate: float = 0.3,
+        block_rate: float = 0.15,
+        eintr_rate: float = 0.05,
+        windows: bool = False,
     ) -> None:
+        rates = {"short_rate": short_rate, "block_rate": block_rate, "eintr_rate": eintr_rate}
+        for name, rate in rates.items():
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+                raise ValueError(f"{name} must be a number from 0 to 1, got {rate!r}")
+        if short_rate + block_rate + eintr_rate > 1:
+            raise ValueError(
+                "short_rate + block_rate + eintr_rate must be at most 1, got "
+                f"{short_rate} + {block_rate} + {eintr_rate}"
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str))):
+            raise TypeError(f"seed must be an int, a str or None, not {seed.__class__.__name__}")
         super().__init__(family, type, proto, fileno)
-        self.send_faults = deque()
-        self.recv_faults = deque()
+        self.send_faults = deque(_checked_schedule(send_faults, "send_faults"))
+        self.recv_faults = deque(_checked_schedule(recv_faults, "recv_faults"))
         self.sends = []
         self.log = []
         self.bytes_received = 0
+        self.send_record = []
+        self.recv_record = []
+        self.seed = seed
+        self._rates = (float(short_rate), float(block_rate), float(eintr_rate))
+        self._windows = bool(windows)
+        self._send_rng = None if seed is None else random.Random(f"{seed}:send")
+        self._recv_rng = None if seed is None else random.Random(f"{seed}:recv")
+        for recorder in _recorders:
+            recorder.append(self)
 
     @classmethod
     def wrap(
@@ -376,16 +545,60 @@ class ChaosSocket(socket.socket):
         sock: socket.socket,
         send_faults: Iterable[Fault] = (),
         recv_faults: Iterable[Fault] = (),
+        **options: Any,
     ) -> ChaosSocket:
-        """Take over *sock*'s fd (``sock`` is detached) with these schedules."""
-        new: ChaosSocket = _rewrap(cls, sock)
-        new.send_faults.extend(send_faults)
-        new.recv_faults.extend(recv_faults)
+        """Take over *sock*'s fd (``sock`` is detached) with these schedules.
+
+        *options* are the keyword arguments of the constructor (``seed``,
+        the rates, ``windows``).
+        """
+        timeout = sock.gettimeout()
+        new = cls(
+            sock.family,
+            sock.type,
+            sock.proto,
+            fileno=sock.detach(),
+            send_faults=send_faults,
+            recv_faults=recv_faults,
+            **options,
+        )
+        new.settimeout(timeout)
         return new
 
+    # -- drawing faults ----------------------------------------------------
+
+    def _draw(self, rng: random.Random, size: int, sending: bool) -> Fault:
+        short_rate, block_rate, eintr_rate = self._rates
+        r = rng.random()
+        if r < block_rate:
+            if not self._windows:
+                return BLOCK
+            if sending and rng.random() < 0.5:
+                return WSA_NOBUFS
+            return WSA_BLOCK
+        if r < block_rate + eintr_rate:
+            return EINTR
+        if r < block_rate + eintr_rate + short_rate and size > 1:
+            # Log-uniform: as many 1..10-byte pieces as 1..10 KiB ones.
+            return short(max(1, min(size - 1, int(2 ** rng.uniform(0, math.log2(size))))))
+        return OK
+
+    def _next_send_fault(self, size: int) -> Fault:
+        if self.send_faults:
+            fault = self.send_faults.popleft()
+        elif self._send_rng is not None:
+            fault = self._draw(self._send_rng, size, sending=True)
+        else:
+            fault = OK
+        self.send_record.append(fault)
+        return fault
+
+    # -- the socket calls ----------------------------------------------------
+
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        """Send *data* as the next fault says (recorded in ``sends``)."""
         view = _as_bytes_view(data)
-        fault = self.send_faults.popleft() if self.send_faults else OK
+        fault = self._next_send_fault(view.nbytes)
         call = SendCall(view.nbytes, view[:PREFIX].tobytes(), fault)
         self.sends.append(call)
         try:
@@ -403,9 +616,47 @@ class ChaosSocket(socket.socket):
         self.log.append(repr(call))
         return call.sent
 
+    def sendmsg(
+        self,
+        buffers: Iterable[ReadableBuffer],
+        ancdata: Iterable[tuple[int, int, ReadableBuffer]] = (),
+        flags: int = 0,
+        address: Any = None,
+        /,
+    ) -> int:
+        """Like :meth:`send` for the buffers together (asyncio 3.12+ ``writelines``)."""
+        views = [_as_bytes_view(b) for b in buffers]
+        total = sum(v.nbytes for v in views)
+        fault = self._next_send_fault(total)
+        head = b"".join(v[:PREFIX].tobytes() for v in views)[:PREFIX]
+        call = SendCall(total, head, fault)
+        self.sends.append(call)
+        try:
+            exc = fault.exception()
+            if exc is not None:
+                raise exc
+            if fault.kind == "short" and fault.arg < total:
+                views = _truncated(views, fault.arg)
+            if address is None:
+                call.sent = super().sendmsg(views, ancdata, flags)
+            else:
+                call.sent = super().sendmsg(views, ancdata, flags, address)
+        except OSError as exc:
+            call.error = type(exc).__name__
+            self.log.append(repr(call))
+            raise
+        self.log.append(repr(call))
+        return call.sent
+
     def _recv_fault(self, size: int) -> int:
         """Apply the next recv fault: raise, or return the size to ask for."""
-        fault = self.recv_faults.popleft() if self.recv_faults else OK
+        if self.recv_faults:
+            fault = self.recv_faults.popleft()
+        elif self._recv_rng is not None:
+            fault = self._draw(self._recv_rng, size, sending=False)
+        else:
+            fault = OK
+        self.recv_record.append(fault)
         if fault.kind in ("nobufs", "wsa_nobufs", "want_read", "want_write"):
             fault = OK  # send-side (or TLS) faults: meaningless on a plain recv
         exc = fault.exception()
@@ -418,6 +669,7 @@ class ChaosSocket(socket.socket):
         return size
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        """``recv_into`` as the next recv fault says."""
         if not nbytes:
             nbytes = _as_bytes_view(buffer).nbytes
         n = super().recv_into(buffer, self._recv_fault(nbytes), flags)
@@ -425,9 +677,31 @@ class ChaosSocket(socket.socket):
         return n
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        """``recv`` as the next recv fault says."""
         data = super().recv(self._recv_fault(bufsize), flags)
         self.bytes_received += len(data)
         return data
+
+    # -- the record ----------------------------------------------------------
+
+    def describe(self, limit: int = 200) -> str:
+        """A readable record of the faults applied so far, and how to replay them.
+
+        Trailing ``ok`` tokens are dropped (an exhausted schedule behaves);
+        a schedule longer than *limit* tokens is cut, saying how much.
+        """
+        seed = "" if self.seed is None else f" seed={self.seed!r}"
+        lines = [
+            f"{type(self).__name__}{seed}: {len(self.send_record)} send calls, "
+            f"{len(self.recv_record)} recv calls"
+        ]
+        for name, record in (("send_faults", self.send_record), ("recv_faults", self.recv_record)):
+            lines.append(f"  {name}: {format_schedule(record, limit)}")
+        lines.append(
+            "  replay: ChaosSocket.wrap(sock, send_faults=parse_schedule(<send_faults>), "
+            "recv_faults=parse_schedule(<recv_faults>))"
+        )
+        return "\n".join(lines)
 
     def send_violations(self, payload: bytes) -> list[str]:
         """Check every send against the byte stream *payload* this socket carried.
@@ -456,231 +730,3 @@ class ChaosSocket(socket.socket):
         if offset != len(payload):
             problems.append(f"the sends accepted {offset} bytes, the stream carried {len(payload)}")
         return problems
-
-
-# ------------------------------------------------------------------ TLS
-
-
-@dataclass(frozen=True)
-class _Retry:
-    """What a failed TLS send was handed: its size and its bytes (all of them
-    up to :data:`_RETRY_FULL`; above that, samples — a big send is retried
-    thousands of times under a tiny socket buffer, and copying it all each
-    time would dominate the test)."""
-
-    nbytes: int
-    samples: tuple[tuple[int, bytes], ...]
-
-    @classmethod
-    def of(cls, view: memoryview) -> _Retry:
-        n = view.nbytes
-        if n <= _RETRY_FULL:
-            return cls(n, ((0, view.tobytes()),))
-        step = n // 16
-        offsets = [0, *(i * step for i in range(1, 16)), n - 4096]
-        return cls(n, tuple((o, view[o : o + 4096].tobytes()) for o in offsets))
-
-    def mismatch(self, view: memoryview) -> str:
-        """Why *view* is not a valid retry of this send ('' if it is)."""
-        if view.nbytes < self.nbytes:
-            return f"{view.nbytes} bytes handed, the failed send had {self.nbytes}"
-        for offset, expected in self.samples:
-            got = view[offset : offset + len(expected)]
-            if got != expected:
-                return (
-                    f"different bytes at offset {offset}: {got[:16].tobytes()!r}..., "
-                    f"the failed send had {expected[:16]!r}..."
-                )
-        return ""
-
-
-#: Failed TLS sends up to this size are remembered whole.
-_RETRY_FULL = 256 * KiB
-
-
-@dataclass
-class TLSChaos:
-    """The schedule and the record of one :class:`ChaosSSLSocket`.
-
-    ``send_faults`` / ``recv_faults`` / ``handshake_faults`` are consumed one
-    token per call. A ``want_read`` in ``handshake_faults`` is only injected
-    when OpenSSL's last real answer was want-read too (a spurious want-read
-    while OpenSSL has something to *send* would stall both peers — no real
-    TLS stack does that); otherwise it is skipped.
-    """
-
-    send_faults: deque[Fault] = field(default_factory=deque)
-    recv_faults: deque[Fault] = field(default_factory=deque)
-    handshake_faults: deque[Fault] = field(default_factory=deque)
-    #: Readable trace of every call.
-    log: list[str] = field(default_factory=list)
-    #: Broken OpenSSL retry rules (must stay empty).
-    violations: list[str] = field(default_factory=list)
-    #: Want-read / want-write raised by OpenSSL itself (not injected) on send.
-    real_send_wants: int = 0
-    #: Want-read / want-write injected on send.
-    injected_send_wants: int = 0
-    #: Bytes of every send OpenSSL accepted, in order (when ``keep_sent``).
-    sent: bytearray = field(default_factory=bytearray)
-    #: Keep a copy of the accepted bytes in ``sent``.
-    keep_sent: bool = False
-    #: The size of every send call, in order.
-    send_sizes: list[int] = field(default_factory=list)
-    #: Bytes returned by ``recv_into`` so far (decrypted).
-    bytes_received: int = 0
-    # The last send that failed with want-read/want-write: the next send must
-    # start with exactly its bytes (OpenSSL's retry rule).
-    _retry: _Retry | None = None
-    _last_handshake_want_read: bool = False
-
-
-class ChaosSSLSocket(ssl.SSLSocket):
-    """An ``SSLSocket`` that injects want-read/want-write and checks retries.
-
-    Made by ``context.wrap_socket`` when ``context.sslsocket_class`` is this
-    class (:func:`chaos_context`); ``chaos`` is attached afterwards (by
-    :class:`ChaosSSLIOStream`). With ``chaos`` None it is a plain SSLSocket.
-    """
-
-    chaos: TLSChaos | None = None
-
-    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
-        plan = self.chaos
-        if plan is None:
-            return super().send(data, flags)
-        view = _as_bytes_view(data)
-        plan.send_sizes.append(view.nbytes)
-        retry = plan._retry
-        # OpenSSL (SSL_write): after WANT_WRITE/WANT_READ the call must be
-        # repeated with the same bytes (a moved buffer is accepted, and more
-        # bytes after them, but not fewer or different ones).
-        if retry is not None:
-            problem = retry.mismatch(view)
-            if problem:
-                plan.violations.append(f"send retried after want-*: {problem}")
-        fault = plan.send_faults.popleft() if plan.send_faults else OK
-        exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
-        if exc is not None:
-            plan.injected_send_wants += isinstance(exc, ssl.SSLError)
-            if isinstance(exc, ssl.SSLError):
-                plan._retry = _Retry.of(view)
-            plan.log.append(f"<tls send {view.nbytes} B [{fault!r}]>")
-            raise exc
-        try:
-            sent = super().send(view, flags)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError) as real:
-            plan.real_send_wants += 1
-            plan._retry = _Retry.of(view)
-            plan.log.append(f"<tls send {view.nbytes} B -> real {type(real).__name__}>")
-            raise
-        plan._retry = None
-        if plan.keep_sent:
-            plan.sent += view[:sent]
-        plan.log.append(f"<tls send {view.nbytes} B -> {sent}>")
-        return sent
-
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
-        plan = self.chaos
-        if plan is not None and plan.recv_faults:
-            fault = plan.recv_faults.popleft()
-            exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
-            plan.log.append(f"<tls recv [{fault!r}]>")
-            if exc is not None:
-                raise exc
-            if fault.kind == "short":
-                size = nbytes or _as_bytes_view(buffer).nbytes
-                nbytes = min(size, fault.arg)
-        n = super().recv_into(buffer, nbytes, flags)
-        if plan is not None:
-            plan.bytes_received += n
-        return n
-
-    def do_handshake(self, block: bool = False) -> None:
-        plan = self.chaos
-        if plan is not None and plan.handshake_faults:
-            fault = plan.handshake_faults.popleft()
-            if fault.kind in ("want_write", "eintr") or (
-                fault.kind == "want_read" and plan._last_handshake_want_read
-            ):
-                plan.log.append(f"<tls handshake [{fault!r}]>")
-                exc = fault.exception()
-                assert exc is not None
-                raise exc
-        try:
-            super().do_handshake(block)
-        except ssl.SSLWantReadError:
-            if plan is not None:
-                plan._last_handshake_want_read = True
-            raise
-        except ssl.SSLWantWriteError:
-            if plan is not None:
-                plan._last_handshake_want_read = False
-            raise
-
-
-def chaos_context(context: ssl.SSLContext) -> ssl.SSLContext:
-    """Make *context* create :class:`ChaosSSLSocket` objects (returns it)."""
-    context.sslsocket_class = ChaosSSLSocket
-    return context
-
-
-class ChaosSSLIOStream(SSLIOStream):
-    """An ``SSLIOStream`` whose TLS socket is a :class:`ChaosSSLSocket` with ``chaos``.
-
-    Pass ``chaos=TLSChaos(...)`` (consumed by the constructor); the
-    ``ssl_options`` context gets its ``sslsocket_class`` set.
-    """
-
-    def __init__(self, *args: Any, chaos: TLSChaos | None = None, **kwargs: Any) -> None:
-        #: The schedule and record of this stream's TLS socket.
-        self.chaos = chaos if chaos is not None else TLSChaos()
-        options = kwargs.get("ssl_options")
-        if isinstance(options, ssl.SSLContext):
-            chaos_context(options)
-        super().__init__(*args, **kwargs)
-
-    def _wrap_socket(self, sock: socket.socket) -> ssl.SSLSocket:
-        wrapped = super()._wrap_socket(sock)
-        if not isinstance(wrapped, ChaosSSLSocket):
-            raise TypeError(
-                "ChaosSSLIOStream needs an ssl_options SSLContext (its sslsocket_class "
-                f"is set to ChaosSSLSocket); the wrapped socket is a {type(wrapped).__name__}"
-            )
-        wrapped.chaos = self.chaos
-        return wrapped
-
-
-# ------------------------------------------------------------------ waiting
-
-
-def wait_with_progress(
-    waiter: Any,
-    progress: Callable[[], int],
-    stall: float = 10.0,
-    limit: float = 120.0,
-) -> Any:
-    """``waiter.wait()``, failing as soon as *progress()* stops moving.
-
-    *waiter* is a ``support.Waiter`` (or subclass). A big transfer may take a
-    while, but a stuck one shows at once: no new byte for *stall* seconds
-    fails the test (``LoopTimeout``), as does *limit* seconds in all.
-    Returns what ``waiter.wait`` returns.
-    """
-    from support import LoopTimeout
-
-    deadline = time.monotonic() + limit
-    last = progress()
-    while waiter.calls < waiter.expected:
-        try:
-            return waiter.wait(timeout=stall)
-        except LoopTimeout:
-            now = progress()
-            if now == last:
-                raise LoopTimeout(
-                    f"no progress for {stall}s (stuck at {now}): "
-                    f"{waiter.calls} of {waiter.expected} events"
-                ) from None
-            if time.monotonic() > deadline:
-                raise
-            last = now
-    return waiter.values[-1] if waiter.values else None

@@ -1,0 +1,247 @@
+"""The TLS fault socket: :class:`ChaosSSLSocket`, its plan :class:`TLSChaos`, the stream.
+
+OpenSSL's rule for a non-blocking ``SSL_write`` (``SSL_write(3)``, "WARNINGS"
+and ``SSL_get_error(3)``): after it fails with ``SSL_ERROR_WANT_READ`` or
+``SSL_ERROR_WANT_WRITE``, the call must be repeated *with the same
+arguments*. :class:`ChaosSSLSocket` injects those conditions on a schedule
+and records every retry that breaks the rule.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from iostream.stream import SSLIOStream
+from iostream.testing._sockets import OK, Fault, _as_bytes_view, _recorders, format_schedule
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+__all__ = ["ChaosSSLIOStream", "ChaosSSLSocket", "TLSChaos", "chaos_context"]
+
+KiB = 1024
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """What a failed TLS send was handed: its size and its bytes (all of them
+    up to :data:`_RETRY_FULL`; above that, samples — a big send is retried
+    thousands of times under a tiny socket buffer, and copying it all each
+    time would dominate the test)."""
+
+    nbytes: int
+    samples: tuple[tuple[int, bytes], ...]
+
+    @classmethod
+    def of(cls, view: memoryview) -> _Retry:
+        n = view.nbytes
+        if n <= _RETRY_FULL:
+            return cls(n, ((0, view.tobytes()),))
+        step = n // 16
+        offsets = [0, *(i * step for i in range(1, 16)), n - 4096]
+        return cls(n, tuple((o, view[o : o + 4096].tobytes()) for o in offsets))
+
+    def mismatch(self, view: memoryview) -> str:
+        """Why *view* is not a valid retry of this send ('' if it is)."""
+        if view.nbytes < self.nbytes:
+            return f"{view.nbytes} bytes handed, the failed send had {self.nbytes}"
+        for offset, expected in self.samples:
+            got = view[offset : offset + len(expected)]
+            if got != expected:
+                return (
+                    f"different bytes at offset {offset}: {got[:16].tobytes()!r}..., "
+                    f"the failed send had {expected[:16]!r}..."
+                )
+        return ""
+
+
+#: Failed TLS sends up to this size are remembered whole.
+_RETRY_FULL = 256 * KiB
+
+
+@dataclass
+class TLSChaos:
+    """The schedule and the record of one :class:`ChaosSSLSocket`.
+
+    ``send_faults`` / ``recv_faults`` / ``handshake_faults`` are consumed one
+    token per call. A ``want_read`` in ``handshake_faults`` is only injected
+    when OpenSSL's last real answer was want-read too (a spurious want-read
+    while OpenSSL has something to *send* would stall both peers — no real
+    TLS stack does that); otherwise it is skipped.
+    """
+
+    send_faults: deque[Fault] = field(default_factory=deque)
+    recv_faults: deque[Fault] = field(default_factory=deque)
+    handshake_faults: deque[Fault] = field(default_factory=deque)
+    #: Readable trace of every call.
+    log: list[str] = field(default_factory=list)
+    #: Broken OpenSSL retry rules (must stay empty).
+    violations: list[str] = field(default_factory=list)
+    #: Want-read / want-write raised by OpenSSL itself (not injected) on send.
+    real_send_wants: int = 0
+    #: Want-read / want-write injected on send.
+    injected_send_wants: int = 0
+    #: Bytes of every send OpenSSL accepted, in order (when ``keep_sent``).
+    sent: bytearray = field(default_factory=bytearray)
+    #: Keep a copy of the accepted bytes in ``sent``.
+    keep_sent: bool = False
+    #: The size of every send call, in order.
+    send_sizes: list[int] = field(default_factory=list)
+    #: Bytes returned by ``recv_into`` so far (decrypted).
+    bytes_received: int = 0
+    # The last send that failed with want-read/want-write: the next send must
+    # start with exactly its bytes (OpenSSL's retry rule).
+    _retry: _Retry | None = None
+    _last_handshake_want_read: bool = False
+
+    def __post_init__(self) -> None:
+        self.send_faults = deque(self.send_faults)
+        self.recv_faults = deque(self.recv_faults)
+        self.handshake_faults = deque(self.handshake_faults)
+        for recorder in _recorders:
+            recorder.append(self)
+
+    def describe(self, limit: int = 200) -> str:
+        """A readable record: faults still pending, broken retries, the call trace."""
+        lines = [
+            f"TLSChaos: {len(self.send_sizes)} send calls, "
+            f"{self.injected_send_wants} want-* injected on send, "
+            f"{self.real_send_wants} raised by OpenSSL"
+        ]
+        for name in ("send_faults", "recv_faults", "handshake_faults"):
+            pending: deque[Fault] = getattr(self, name)
+            if pending:
+                lines.append(f"  {name} not reached: {format_schedule(list(pending), limit)}")
+        for violation in self.violations:
+            lines.append(f"  VIOLATION: {violation}")
+        trace = self.log[-limit:]
+        if trace:
+            skipped = len(self.log) - len(trace)
+            lines.append(
+                "  trace" + (f" (last {len(trace)} of {len(self.log)})" if skipped else "") + ":"
+            )
+            lines.extend(f"    {entry}" for entry in trace)
+        return "\n".join(lines)
+
+
+class ChaosSSLSocket(ssl.SSLSocket):
+    """An ``SSLSocket`` that injects want-read/want-write and checks retries.
+
+    Made by ``context.wrap_socket`` when ``context.sslsocket_class`` is this
+    class (:func:`chaos_context`); ``chaos`` is attached afterwards (by
+    :class:`ChaosSSLIOStream`). With ``chaos`` None it is a plain SSLSocket.
+    """
+
+    chaos: TLSChaos | None = None
+
+    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
+        """``SSLSocket.send``, after the next send fault; checks OpenSSL's retry rule."""
+        plan = self.chaos
+        if plan is None:
+            return super().send(data, flags)
+        view = _as_bytes_view(data)
+        plan.send_sizes.append(view.nbytes)
+        retry = plan._retry
+        # OpenSSL (SSL_write): after WANT_WRITE/WANT_READ the call must be
+        # repeated with the same bytes (a moved buffer is accepted, and more
+        # bytes after them, but not fewer or different ones).
+        if retry is not None:
+            problem = retry.mismatch(view)
+            if problem:
+                plan.violations.append(f"send retried after want-*: {problem}")
+        fault = plan.send_faults.popleft() if plan.send_faults else OK
+        exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
+        if exc is not None:
+            plan.injected_send_wants += isinstance(exc, ssl.SSLError)
+            if isinstance(exc, ssl.SSLError):
+                plan._retry = _Retry.of(view)
+            plan.log.append(f"<tls send {view.nbytes} B [{fault!r}]>")
+            raise exc
+        try:
+            sent = super().send(view, flags)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError) as real:
+            plan.real_send_wants += 1
+            plan._retry = _Retry.of(view)
+            plan.log.append(f"<tls send {view.nbytes} B -> real {type(real).__name__}>")
+            raise
+        plan._retry = None
+        if plan.keep_sent:
+            plan.sent += view[:sent]
+        plan.log.append(f"<tls send {view.nbytes} B -> {sent}>")
+        return sent
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
+        """``SSLSocket.recv_into``, after the next recv fault."""
+        plan = self.chaos
+        if plan is not None and plan.recv_faults:
+            fault = plan.recv_faults.popleft()
+            exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
+            plan.log.append(f"<tls recv [{fault!r}]>")
+            if exc is not None:
+                raise exc
+            if fault.kind == "short":
+                size = nbytes or _as_bytes_view(buffer).nbytes
+                nbytes = min(size, fault.arg)
+        n = super().recv_into(buffer, nbytes, flags)
+        if plan is not None:
+            plan.bytes_received += n
+        return n
+
+    def do_handshake(self, block: bool = False) -> None:
+        """``SSLSocket.do_handshake``, after the next handshake fault."""
+        plan = self.chaos
+        if plan is not None and plan.handshake_faults:
+            fault = plan.handshake_faults.popleft()
+            if fault.kind in ("want_write", "eintr") or (
+                fault.kind == "want_read" and plan._last_handshake_want_read
+            ):
+                plan.log.append(f"<tls handshake [{fault!r}]>")
+                exc = fault.exception()
+                assert exc is not None
+                raise exc
+        try:
+            super().do_handshake(block)
+        except ssl.SSLWantReadError:
+            if plan is not None:
+                plan._last_handshake_want_read = True
+            raise
+        except ssl.SSLWantWriteError:
+            if plan is not None:
+                plan._last_handshake_want_read = False
+            raise
+
+
+def chaos_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Make *context* create :class:`ChaosSSLSocket` objects (returns it)."""
+    context.sslsocket_class = ChaosSSLSocket
+    return context
+
+
+class ChaosSSLIOStream(SSLIOStream):
+    """An ``SSLIOStream`` whose TLS socket is a :class:`ChaosSSLSocket` with ``chaos``.
+
+    Pass ``chaos=TLSChaos(...)`` (consumed by the constructor); the
+    ``ssl_options`` context gets its ``sslsocket_class`` set.
+    """
+
+    def __init__(self, *args: Any, chaos: TLSChaos | None = None, **kwargs: Any) -> None:
+        #: The schedule and record of this stream's TLS socket.
+        self.chaos = chaos if chaos is not None else TLSChaos()
+        options = kwargs.get("ssl_options")
+        if isinstance(options, ssl.SSLContext):
+            chaos_context(options)
+        super().__init__(*args, **kwargs)
+
+    def _wrap_socket(self, sock: socket.socket) -> ssl.SSLSocket:
+        wrapped = super()._wrap_socket(sock)
+        if not isinstance(wrapped, ChaosSSLSocket):
+            raise TypeError(
+                "ChaosSSLIOStream needs an ssl_options SSLContext (its sslsocket_class "
+                f"is set to ChaosSSLSocket); the wrapped socket is a {type(wrapped).__name__}"
+            )
+        wrapped.chaos = self.chaos
+        return wrapped
