@@ -13,7 +13,10 @@ MODULE`` would:
   absolute ``__file__``, and stays ``sys.modules["__main__"]``;
 - its exit status is the interpreter's: ``sys.exit(n)`` gives n, an uncaught
   exception 1, with the traceback Python prints, starting at the program's
-  own first frame (the launcher's frames are left out);
+  own first frame (the launcher's frames are left out, and so are runpy's
+  and importlib's before the program's first line: a SyntaxError prints as
+  for ``python SCRIPT``); a directory or zip file runs its ``__main__.py``
+  with the same ``sys.path[0]``, ``__file__`` and ``__spec__`` as in Python;
 - ``--poller NAME`` also sets ``IOSTREAM_POLLER=NAME`` in the environment,
   so iostream's own ``IOLoop`` in the program, and programs it starts with
   this launcher, use the same poller.
@@ -34,14 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import importlib.abc
 import importlib.machinery
+import importlib.util
 import io
 import os
 import runpy
 import sys
 import types
 import warnings
+import zipfile
+import zipimport
 from dataclasses import dataclass, field
+from typing import cast
 
 from iostream import pollers
 from iostream.asyncio import EventLoopPolicy
@@ -234,16 +242,19 @@ def _execute(command: _Command) -> None:
         return
     assert command.script is not None
     sys.argv = [command.script, *command.args]
-    if os.path.isfile(command.script):
+    if os.path.isfile(command.script) and not zipfile.is_zipfile(command.script):
         if replace_path0:
             sys.path[0] = os.path.dirname(os.path.realpath(command.script))
         _run_file(os.path.abspath(command.script))
     else:
-        # A directory or zip file with a __main__.py: runpy puts it first on
-        # sys.path itself, as Python does.
+        # A directory or a zip file (a zipapp): Python puts it first on
+        # sys.path and runs the __main__ module it holds.
+        entry = os.path.abspath(command.script)
         if replace_path0:
-            del sys.path[0]
-        runpy.run_path(command.script, run_name="__main__")
+            sys.path[0] = entry
+        else:
+            sys.path.insert(0, entry)
+        _run_entry(entry)
 
 
 def _run_file(path: str) -> None:
@@ -262,8 +273,34 @@ def _run_file(path: str) -> None:
     exec(code, module.__dict__)
 
 
-#: Files whose frames sit between _execute and the program's first frame.
-_PLUMBING = frozenset({_run_file.__code__.co_filename, runpy.run_path.__code__.co_filename})
+def _run_entry(entry: str) -> None:
+    """Run the ``__main__`` module in directory or zip file *entry* as ``__main__``."""
+    # Only *entry* is searched: a __main__ elsewhere on sys.path must not run.
+    spec = importlib.machinery.PathFinder.find_spec("__main__", [entry])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"can't find '__main__' module in {entry!r}")
+    loader = cast("importlib.abc.InspectLoader", spec.loader)
+    code = loader.get_code("__main__")
+    if code is None:
+        raise ImportError(f"can't find '__main__' module in {entry!r}")
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
+
+
+#: Files whose frames sit between _execute and the program's first frame:
+#: this module's, runpy's (-m), importlib's and zipimport's (loading a
+#: __main__.py, where a SyntaxError in it is raised).
+_PLUMBING = frozenset(
+    {
+        _run_file.__code__.co_filename,
+        runpy.run_module.__code__.co_filename,
+        importlib.machinery.SourceFileLoader.get_code.__code__.co_filename,
+        importlib.machinery.ModuleSpec.__init__.__code__.co_filename,
+        zipimport.zipimporter.get_code.__code__.co_filename,
+    }
+)
 
 
 def _program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
