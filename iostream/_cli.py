@@ -156,12 +156,18 @@ def poller_info(poller: str | None) -> PollerInfo:
     else:
         cls = pollers.choose()
         reason = "default: best available"
-    available = list(pollers.available())
+    unavailable = pollers.unavailable_reasons()
+    # A backend this OS has but that failed the socket probe is unavailable
+    # (with its reason); the automatic choice passed over it: say so.
+    here = pollers.available()
+    skipped = [name for name in here[: here.index(cls.name)] if name in unavailable]
+    if skipped and reason.startswith("default"):
+        reason += f" (skipped {', '.join(skipped)}: failed the socket probe)"
     return PollerInfo(
         chosen=cls.name,
         reason=reason,
-        available=available,
-        unavailable=pollers.unavailable_reasons(),
+        available=[name for name in here if name not in unavailable],
+        unavailable=unavailable,
     )
 
 

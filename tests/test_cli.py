@@ -747,3 +747,23 @@ def test_passthrough_output_is_flushed_and_checked(
     assert capsys.readouterr().err == (
         "iostream: error: cannot write to standard output: No space left on device\n"
     )
+
+
+def test_info_says_when_the_default_skipped_a_broken_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backend that fails the socket probe is unavailable, and the reason says it was skipped."""
+    here = pollers.available()
+    if len(here) < 2:
+        pytest.skip("needs two pollers")
+    best = here[0]
+    monkeypatch.delenv(pollers.ENV_VAR, raising=False)
+    # pollers._probe is the one place both choose() and unavailable_reasons() ask.
+    monkeypatch.setattr(
+        pollers, "_probe", lambda name: "failed a socket probe: test" if name == best else None
+    )
+    info = _cli.poller_info(None)
+    assert info.chosen == here[1]
+    assert info.reason == f"default: best available (skipped {best}: failed the socket probe)"
+    assert best not in info.available
+    assert info.unavailable[best] == "failed a socket probe: test"
