@@ -28,6 +28,7 @@ import fake_kqueue as kq
 import pytest
 import test_pollers
 from _poller_helpers import EVENT_TIMEOUT, drain, loopback_pair, poll_until
+from conftest import POLLER_NAMES
 
 from iostream import pollers
 from iostream.pollers import ERROR, READ, WRITE, Poller
@@ -141,14 +142,20 @@ def _refused_fd(name: str, keep: list[int]) -> int:
 # -- the contract, through the wrapper ------------------------------------------------
 
 
-class TestFallbackContract(test_pollers.TestContract):
-    """The poller contract on FallbackPoller, plain and with the fallback engaged."""
+#: The backends that refuse some fd on this OS, so that the fallback can be engaged.
+_REFUSING = ("epoll", "select")
 
-    @pytest.fixture(params=["plain", "engaged"])
-    def mode(self, request: pytest.FixtureRequest) -> str:
-        """Plain: nothing fell back. Engaged: a refused fd sits in the secondary."""
-        value: str = request.param
-        return value
+#: (poller, mode) for the contract: every poller plain; engaged where it refuses something.
+_CONTRACT_CASES = [(name, "plain") for name in POLLER_NAMES] + [
+    (name, "engaged") for name in POLLER_NAMES if name in _REFUSING
+]
+
+
+class _FallbackContract(test_pollers.TestContract):
+    """The poller contract on FallbackPoller; a subclass provides ``mode``.
+
+    Plain: nothing fell back. Engaged: a refused fd sits in the secondary.
+    """
 
     def primary_class(self, name: str) -> type[Poller]:
         """The backend wrapped for *name*."""
@@ -176,6 +183,11 @@ class TestFallbackContract(test_pollers.TestContract):
             for fd in keep:
                 os.close(fd)
 
+
+@pytest.mark.parametrize(("poller_name", "mode"), _CONTRACT_CASES)
+class TestFallbackContract(_FallbackContract):
+    """The contract through FallbackPoller over each backend here."""
+
     def test_high_fd(self, poller: Poller, pair: Pair, name: str) -> None:
         """Through the wrapper an fd >= 1024 works on every backend, select included."""
         a, b = pair
@@ -196,8 +208,14 @@ class TestFallbackContract(test_pollers.TestContract):
 
 @needs_pty
 @needs_poll
-class TestTtyRefusingKqueueContract(TestFallbackContract):
+class TestTtyRefusingKqueueContract(_FallbackContract):
     """The contract on FallbackPoller over the kqueue stand-in that refuses ttys."""
+
+    @pytest.fixture(params=["plain", "engaged"])
+    def mode(self, request: pytest.FixtureRequest) -> str:
+        """Plain, or engaged with a pty parked in the secondary."""
+        value: str = request.param
+        return value
 
     @pytest.fixture
     def name(self) -> str:
