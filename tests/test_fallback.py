@@ -14,6 +14,7 @@ on a primary fd in the same sequence of poll calls.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import resource
 import select
@@ -21,6 +22,7 @@ import socket
 import tempfile
 import time
 import types
+import unittest
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -678,3 +680,44 @@ def test_modify_refused_everywhere_leaves_the_fd_on_the_primary() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+# -- CPython's selector tests, through the fallback -------------------------------------------
+
+
+def _cpython_selector_cases() -> dict[str, type]:
+    """CPython's ``BaseSelectorTestCase`` on PollerSelector(FallbackPoller(each poller)).
+
+    And ``ScalableSelectorMixIn`` on select through the fallback: more fds
+    than FD_SETSIZE, which select alone refuses (CPython's SelectSelector
+    does not get that test) and the fallback moves to poll. Skipped where
+    the interpreter has no ``test`` package or iostream.asyncio is missing.
+    """
+    try:
+        test_selectors: Any = importlib.import_module("test.test_selectors")
+        from iostream.asyncio import PollerSelector
+    except ImportError:
+        return {}
+
+    cases: dict[str, type] = {}
+    for name in POLLER_NAMES:
+        backend = pollers.BACKENDS[name]
+
+        def selector_class(backend: type[Poller] = backend) -> type:
+            class Bound(PollerSelector):
+                def __init__(self) -> None:
+                    super().__init__(FallbackPoller(backend()))
+
+            Bound.__name__ = Bound.__qualname__ = f"PollerSelector_fallback_{backend.name}"
+            return Bound
+
+        bases: list[type] = [test_selectors.BaseSelectorTestCase]
+        if name == "select" and HAVE_POLL:
+            bases.append(test_selectors.ScalableSelectorMixIn)
+        bases.append(unittest.TestCase)
+        cls_name = f"TestCPythonSelectorsThroughFallback_{name}"
+        cases[cls_name] = type(cls_name, tuple(bases), {"SELECTOR": selector_class()})
+    return cases
+
+
+globals().update(_cpython_selector_cases())
