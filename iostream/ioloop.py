@@ -47,6 +47,8 @@ from iostream._platform import _WINDOWS
 from iostream.pollers import ERROR, READ, WRITE, Poller, choose
 from iostream.pollers.base import MAX_TIMEOUT, FileDescriptorLike, fd_of
 
+__all__ = ["Handle", "Handler", "IOLoop", "Timeout", "app_log"]
+
 #: The logger every layer reports unexpected exceptions on.
 app_log = logging.getLogger("iostream")
 
@@ -246,12 +248,10 @@ class IOLoop:
                 "poller must be None, a poller name or a Poller instance, "
                 f"not {type(poller).__name__}"
             )
-        # fd -> (the object the caller passed, its handler).
+        # fd -> (the object the caller passed, its handler). The object ->
+        # fd table (a socket closed while registered answers fileno() == -1,
+        # so it is found by identity) is the poller's: see Poller.fileno_of.
         self._handlers: dict[int, tuple[Any, Handler]] = {}
-        # id(object) -> fd, for objects with fileno(): a socket closed while
-        # registered answers fileno() == -1, so it is found by identity. The
-        # object itself stays referenced by _handlers, so its id is not reused.
-        self._fd_of_object: dict[int, int] = {}
         self._callbacks: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._timers: list[tuple[float, int, Timeout]] = []
         self._timer_seq = 0
@@ -385,13 +385,6 @@ class IOLoop:
 
     # -- fd handlers --------------------------------------------------------
 
-    def _resolve(self, fd: FileDescriptorLike) -> int:
-        """The integer fd for *fd*, finding closed sockets by identity."""
-        if isinstance(fd, int):
-            return fd
-        known = self._fd_of_object.get(id(fd))
-        return known if known is not None else fd_of(fd)
-
     def add_handler(self, fd: FileDescriptorLike, handler: Handler, events: int) -> None:
         """Call ``handler(fd, events)`` when *fd* is ready for *events*.
 
@@ -406,20 +399,19 @@ class IOLoop:
         fileno = fd_of(fd)
         if fileno in self._handlers:
             raise FileExistsError(f"fd {fileno} already has a handler in this IOLoop")
-        self.poller.register(fileno, events)
+        # The object itself goes to the poller, which remembers it by identity.
+        self.poller.register(fd, events)
         self._handlers[fileno] = (fd, handler)
-        if not isinstance(fd, int):
-            self._fd_of_object[id(fd)] = fileno
 
     def update_handler(self, fd: FileDescriptorLike, events: int) -> None:
         """Change the events *fd* is watched for.
 
         Raises :class:`FileNotFoundError` if *fd* has no handler.
         """
-        fileno = self._resolve(fd)
-        if fileno not in self._handlers:
-            raise FileNotFoundError(f"fd {fileno} has no handler in this IOLoop")
-        self.poller.modify(fileno, events)
+        try:
+            self.poller.modify(fd, events)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{fd!r} has no handler in this IOLoop") from None
 
     def remove_handler(self, fd: FileDescriptorLike) -> None:
         """Stop watching *fd*; silent for an fd that has no handler.
@@ -430,20 +422,22 @@ class IOLoop:
         if isinstance(fd, int):
             fileno = fd
         else:
-            known = self._fd_of_object.pop(id(fd), None)
-            if known is None:
-                try:
-                    known = fd_of(fd)
-                except (TypeError, ValueError):
+            try:
+                fileno = self.poller.fileno_of(fd)
+            except FileNotFoundError:
+                return
+            except (TypeError, ValueError):
+                # A poller without an identity table, and an object closed
+                # since: find it among the handlers (rare, so O(n) is fine).
+                found = [n for n, entry in self._handlers.items() if entry[0] is fd]
+                if not found:
                     return
-            fileno = known
+                fileno = found[0]
         entry = self._handlers.pop(fileno, None)
         if entry is None:
             return
         if self._dispatching:
             self._stale_fds.add(fileno)
-        if not isinstance(entry[0], int):
-            self._fd_of_object.pop(id(entry[0]), None)
         try:
             self.poller.unregister(fileno)
         except (FileNotFoundError, ValueError):
@@ -1127,7 +1121,6 @@ class IOLoop:
                 except OSError:
                     pass
         self._handlers.clear()
-        self._fd_of_object.clear()
         self._callbacks.clear()
         self._timers.clear()
         self._waker.close()

@@ -27,6 +27,7 @@ import os
 import select
 import socket
 import time
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +36,10 @@ WSAENOTSOCK = 10038
 FD_SETSIZE = 512
 
 _POLLRDHUP: int = getattr(select, "POLLRDHUP", 0x2000)
+
+#: What a SelectPoller is given as its ``_select`` (the names it uses of the
+#: ``select`` module): ``monkeypatch.setattr(SelectPoller, "_select", ws.STAND_IN)``.
+STAND_IN: Any = None  # set below, once select_ exists
 
 #: Every call, as (readers, writers, excepts, timeout), for tests.
 calls: list[tuple[list[int], list[int], list[int], float | None]] = []
@@ -125,3 +130,6 @@ def select_(
                 xx.append(fd)
         if rr or ww or xx or (deadline is not None and time.monotonic() >= deadline):
             return rr, ww, xx
+
+
+STAND_IN = types.SimpleNamespace(select=select_)

@@ -22,8 +22,8 @@ from _ioloop_helpers import PollSpy, run_loop
 from conftest import POLLER_NAMES
 
 from iostream import READ, IOLoop
-from iostream.pollers import BACKENDS
-from iostream.pollers.base import MAX_TIMEOUT
+from iostream.pollers import BACKENDS, Poller, SelectPoller
+from iostream.pollers.base import MAX_TIMEOUT, FileDescriptorLike, fd_of
 from iostream.pollers.kqueue import KqueuePoller
 
 THIRTY_DAYS = 30 * 86400.0
@@ -259,3 +259,66 @@ def test_empty_regular_file(name: str, tmp_path: Path) -> None:
             assert poller.poll(5.0) == [(fd, READ)]
     finally:
         os.close(fd)
+
+
+# -- one object table: the poller's (issue 13 item 5) --------------------------------
+
+
+def test_the_loop_finds_closed_sockets_through_its_poller(poller_name: str) -> None:
+    loop = IOLoop(poller_name, make_current=False)
+    a, b = socket.socketpair()
+    try:
+        number = a.fileno()
+        loop.add_handler(a, lambda fd, events: None, READ)
+        assert not hasattr(loop, "_fd_of_object")
+        a.close()
+        assert loop.poller.fileno_of(a) == number
+        loop.remove_handler(a)
+        assert loop.handler_count() == 0
+        with pytest.raises(FileNotFoundError):
+            loop.poller.fileno_of(a)
+    finally:
+        loop.close()
+        b.close()
+
+
+class _IntOnlyPoller(Poller):
+    """A third-party poller with no identity table: it takes ints only."""
+
+    name = "int-only"
+
+    def __init__(self) -> None:
+        self.inner = SelectPoller()
+
+    @classmethod
+    def available(cls) -> bool:
+        return True
+
+    def register(self, fd: FileDescriptorLike, events: int) -> None:
+        self.inner.register(fd_of(fd), events)
+
+    def modify(self, fd: FileDescriptorLike, events: int) -> None:
+        self.inner.modify(fd_of(fd), events)
+
+    def unregister(self, fd: FileDescriptorLike) -> None:
+        self.inner.unregister(fd_of(fd))
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        return self.inner.poll(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_remove_a_closed_socket_with_a_poller_without_identity() -> None:
+    loop = IOLoop(_IntOnlyPoller(), make_current=False)
+    a, b = socket.socketpair()
+    try:
+        loop.add_handler(a, lambda fd, events: None, READ)
+        a.close()
+        loop.remove_handler(a)
+        assert loop.handler_count() == 0
+        loop.remove_handler(a)  # silent, as for any fd without a handler
+    finally:
+        loop.close()
+        b.close()

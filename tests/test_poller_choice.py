@@ -62,9 +62,7 @@ def test_available_is_in_best_first_order_and_ends_with_select() -> None:
 
 
 def test_poll_is_not_offered_on_macos(monkeypatch: pytest.MonkeyPatch) -> None:
-    import iostream.pollers.poll as poll_module
-
-    monkeypatch.setattr(poll_module, "_MACOS", True)
+    monkeypatch.setattr(pollers.PollPoller, "_macos", True)
     assert "poll" not in pollers.available()
     assert "macOS" in pollers.unavailable_reasons()["poll"]
     with pytest.raises(PollerUnavailable):

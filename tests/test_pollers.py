@@ -577,9 +577,16 @@ class _DevpollShim:
 @pytest.mark.skipif(not hasattr(select, "poll"), reason="needs select.poll for the shim")
 def test_devpoll_logic_over_a_shim(monkeypatch: pytest.MonkeyPatch) -> None:
     """DevpollPoller's own code (modify, POLLNVAL, close) over a devpoll-like shim."""
-    import iostream.pollers.devpoll as devpoll_module
+    import select
+    import types
 
-    monkeypatch.setattr(devpoll_module, "_devpoll", _DevpollShim)
+    from iostream.pollers.devpoll import DevpollPoller
+
+    stand_in = types.SimpleNamespace(
+        **{name: getattr(select, name) for name in dir(select) if name.startswith("POLL")},
+        devpoll=_DevpollShim,
+    )
+    monkeypatch.setattr(DevpollPoller, "_select", stand_in)
     a, b = loopback_pair()
     c, d = loopback_pair()
     with pollers.DevpollPoller() as poller:

@@ -6,9 +6,9 @@ documentation
 a call with three empty sets fails with WSAEINVAL, a failed non-blocking
 connect shows only in the exceptional set, a set holds at most 512 sockets
 (as CPython builds it), a closed socket fails the call with WSAENOTSOCK.
-SelectPoller is switched to Windows mode by patching its ``_WINDOWS`` flag
-and its ``_select`` function; then the poller contract runs again, plus the
-Windows-only checks.
+SelectPoller is switched to Windows mode by setting its class attributes
+``_windows`` and ``_select`` (the pollers' one way to take stand-ins);
+then the poller contract runs again, plus the Windows-only checks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import pytest
 import test_pollers
 from _poller_helpers import loopback_pair, poll_until, refused_connect
 
-import iostream.pollers.select_ as select_module
 from iostream.pollers import ERROR, READ, WRITE, Poller
 from iostream.pollers.select_ import SelectPoller
 
@@ -31,8 +30,8 @@ from iostream.pollers.select_ import SelectPoller
 @pytest.fixture
 def windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Put SelectPoller in Windows mode over the stand-in (for pollers made after)."""
-    monkeypatch.setattr(select_module, "_WINDOWS", True)
-    monkeypatch.setattr(select_module, "_select", ws.select_)
+    monkeypatch.setattr(SelectPoller, "_windows", True)
+    monkeypatch.setattr(SelectPoller, "_select", ws.STAND_IN)
     ws.calls.clear()
 
 

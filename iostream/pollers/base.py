@@ -11,15 +11,41 @@ abstract interface; :class:`FdTablePoller` keeps the table of registered fds
 the rules that are the same on every backend; each backend module then only
 says how it talks to its kernel, in ``_kernel_register``,
 ``_kernel_modify``, ``_kernel_unregister`` and ``poll``.
+
+Test stand-ins: a backend takes everything it uses of the OS from class
+attributes, and only from them — ``_select`` (the :mod:`select` module, or
+a stand-in with the same names: ``tests/fake_kqueue.py`` for kqueue,
+``tests/fake_winselect.py`` for Winsock's select) and the platform flags
+``SelectPoller._windows`` and ``PollPoller._macos``. A test sets them with
+``monkeypatch.setattr(Backend, "_select", stand_in)`` (or on a subclass)
+before making a poller; that is the one way to inject one.
 """
 
 from __future__ import annotations
 
 import abc
 import os
+import select
 import types
 import weakref
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
+
+__all__ = [
+    "ALL_EVENTS",
+    "ERROR",
+    "MAX_TIMEOUT",
+    "READ",
+    "WRITE",
+    "FdTablePoller",
+    "FileDescriptorLike",
+    "HasFileno",
+    "Poller",
+    "PollerUnavailable",
+    "check_events",
+    "fd_of",
+    "normalize_timeout",
+    "other_backends_hint",
+]
 
 #: The fd is readable, or the peer has closed (a read then returns b"").
 READ = 0x001
@@ -148,6 +174,18 @@ class Poller(abc.ABC):
     def close(self) -> None:
         """Release the kernel object. Idempotent."""
 
+    def fileno_of(self, fd: FileDescriptorLike) -> int:
+        """The fd number *fd* is registered under.
+
+        Pollers that remember objects by identity (every backend here) find
+        a socket closed while registered, and raise
+        :class:`FileNotFoundError` for an fd that is not registered. This
+        default, for pollers without such a table, is :func:`fd_of`.
+        The :class:`~iostream.IOLoop` keeps no object table of its own: it
+        asks its poller.
+        """
+        return fd_of(fd)
+
     def __enter__(self: _PollerT) -> _PollerT:
         return self
 
@@ -240,6 +278,10 @@ class FdTablePoller(Poller):
     #: True for backends whose kernel object is shared with (epoll, /dev/poll)
     #: or lost in (kqueue) a forked child; see ``_FORK_SENSITIVE``.
     _reopen_after_fork: ClassVar[bool] = False
+
+    #: Where the backend's kernel calls come from: the ``select`` module, or
+    #: a test stand-in with the same names (see the module docstring).
+    _select: ClassVar[Any] = select
 
     def __init__(self) -> None:
         reason = self._unavailable_reason()
@@ -339,6 +381,13 @@ class FdTablePoller(Poller):
         if fileno not in self._fd_events:
             raise FileNotFoundError(f"fd {fileno} is not registered with this poller")
         return fileno
+
+    def fileno_of(self, fd: FileDescriptorLike) -> int:
+        """The fd number *fd* is registered under, an object by identity.
+
+        Raises :class:`FileNotFoundError` if it is not registered.
+        """
+        return self._lookup(fd)
 
     def register(self, fd: FileDescriptorLike, events: int) -> None:
         """Start watching *fd* for *events* (ERROR is reported regardless).

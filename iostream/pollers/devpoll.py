@@ -6,13 +6,12 @@ POLLNVAL handling); only the kernel object differs. Unavailable elsewhere.
 
 from __future__ import annotations
 
-import select
 import sys
 from typing import Any
 
 from iostream.pollers.poll import _ASKABLE, PollPoller
 
-_devpoll: Any = getattr(select, "devpoll", None)
+__all__ = ["DevpollPoller"]
 
 
 class DevpollPoller(PollPoller):
@@ -25,7 +24,7 @@ class DevpollPoller(PollPoller):
 
     @classmethod
     def _unavailable_reason(cls) -> str | None:
-        if _devpoll is None:
+        if not hasattr(cls._select, "devpoll"):
             return f"select.devpoll does not exist on {sys.platform} (it is Solaris only)"
         return None
 
@@ -34,7 +33,7 @@ class DevpollPoller(PollPoller):
         # when it is made; raising the limit later means poll() may return
         # only part of the ready fds (they come on the next call), lowering
         # it makes poll() fail. Make pollers after adjusting the limit.
-        return _devpoll()
+        return self._select.devpoll()
 
     def _kernel_modify(self, fd: int, old: int, events: int) -> None:
         # Why not register() as for poll: writing an fd that is already in a

@@ -18,10 +18,10 @@ from typing import Any
 
 from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
 
-_epoll: Any = getattr(select, "epoll", None)
+__all__ = ["EpollPoller"]
 
 # The poller's bits must be the kernel's for the list to pass through as is.
-assert _epoll is None or (
+assert not hasattr(select, "epoll") or (
     select.EPOLLIN == READ
     and select.EPOLLOUT == WRITE
     and select.EPOLLERR | select.EPOLLHUP == ERROR
@@ -40,14 +40,14 @@ class EpollPoller(FdTablePoller):
 
     @classmethod
     def _unavailable_reason(cls) -> str | None:
-        if _epoll is None:
+        if not hasattr(cls._select, "epoll"):
             return f"select.epoll does not exist on {sys.platform} (it is Linux only)"
         return None
 
     def _kernel_open(self) -> None:
         # select.epoll() sets EPOLL_CLOEXEC, so exec'd children do not
         # inherit it; forked ones do, which _reopen_after_fork handles.
-        self._epoll: Any = _epoll()
+        self._epoll: Any = self._select.epoll()
         # The fds whose unregister could not reach the kernel (the fd was
         # already closed): see _kernel_unregister and _drop_ghosts.
         self._ghost_fds: set[int] = set()

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import sys
-from typing import Any, ClassVar
+from typing import Any
 
 from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
+
+__all__ = ["KqueuePoller"]
 
 #: The low-water mark of the ERROR-alone note: more than any receive buffer
 #: holds, so data alone never reaches it (see the module docstring).
@@ -57,10 +58,6 @@ class KqueuePoller(FdTablePoller):
     # EBADF — so a child that goes on using the poller must get a new queue,
     # loaded from the table.
     _reopen_after_fork = True
-
-    #: Where ``kqueue``, ``kevent`` and the ``KQ_*`` constants come from: the
-    #: ``select`` module, or a stand-in a test puts here before making a poller.
-    _select: ClassVar[Any] = select
 
     @classmethod
     def _unavailable_reason(cls) -> str | None:

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import select
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 from iostream._platform import _MACOS
 from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
 
-_poll: Any = getattr(select, "poll", None)
+__all__ = ["PollPoller"]
+
 _POLLNVAL: int = getattr(select, "POLLNVAL", 0x020)
 
 # Our bits must be the kernel's for the list to pass through as is. They are
 # on Linux, the BSDs, Solaris and AIX alike.
-assert _poll is None or (
+assert not hasattr(select, "poll") or (
     select.POLLIN == READ and select.POLLOUT == WRITE and select.POLLERR | select.POLLHUP == ERROR
 )
 
@@ -39,16 +40,19 @@ class PollPoller(FdTablePoller):
 
     name = "poll"
 
+    #: True on macOS, where poll() is not offered (a test stand-in may set it).
+    _macos: ClassVar[bool] = _MACOS
+
     @classmethod
     def _unavailable_reason(cls) -> str | None:
-        if _poll is None:
+        if not hasattr(cls._select, "poll"):
             return f"select.poll does not exist on {sys.platform}"
-        if _MACOS:
+        if cls._macos:
             return "poll() is unreliable on macOS (darwin), so it is not offered there"
         return None
 
     def _make(self) -> Any:
-        return _poll()
+        return self._select.poll()
 
     def _kernel_open(self) -> None:
         self._pollobj: Any = self._make()

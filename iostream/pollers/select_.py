@@ -21,9 +21,9 @@ is enough for a stream. Bits returned are exactly READ, WRITE and ERROR.
 
 from __future__ import annotations
 
-import select
 import time
 from collections.abc import Iterable
+from typing import ClassVar
 
 from iostream._platform import _WINDOWS
 from iostream.pollers.base import (
@@ -35,8 +35,7 @@ from iostream.pollers.base import (
     other_backends_hint,
 )
 
-#: The select function used; a test replaces it with a stand-in.
-_select = select.select
+__all__ = ["FD_SETSIZE_POSIX", "FD_SETSIZE_WINDOWS", "SelectPoller"]
 
 #: POSIX: the size of an fd_set, in fd *values*. CPython's select() refuses
 #: (ValueError) any fd >= FD_SETSIZE, because FD_SET() on it would write past
@@ -57,15 +56,15 @@ class SelectPoller(FdTablePoller):
 
     name = "select"
 
+    #: Winsock's select() rules (a test stand-in may set it on POSIX).
+    _windows: ClassVar[bool] = _WINDOWS
+
     @classmethod
     def fd_limit(cls) -> int | None:
         """FD_SETSIZE: 512 sockets on Windows; on POSIX, fds below 1024."""
-        return FD_SETSIZE_WINDOWS if _WINDOWS else FD_SETSIZE_POSIX
+        return FD_SETSIZE_WINDOWS if cls._windows else FD_SETSIZE_POSIX
 
     def _kernel_open(self) -> None:
-        # Decided when the poller is made (tests switch the flag on Linux to
-        # drive the Windows logic against a stand-in).
-        self._windows = _WINDOWS
         self._readers: set[int] = set()
         self._writers: set[int] = set()
         # On Windows, the writers again, as the exceptional set: see poll().
@@ -118,7 +117,7 @@ class SelectPoller(FdTablePoller):
             # socket never becomes writable, so a caller waiting for WRITE
             # would wait for ever. (On POSIX the exceptional set means
             # out-of-band data, not errors, so it is left empty.)
-            r, w, x = _select(readers, writers, self._excepts, timeout)
+            r, w, x = self._select.select(readers, writers, self._excepts, timeout)
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475); this only happens if a
             # signal handler raised it. SPEC: an interrupted wait returns.
@@ -157,7 +156,7 @@ class SelectPoller(FdTablePoller):
             w1 = [fd] if fd in self._writers else []
             x1 = w1 if self._windows else []
             try:
-                ready.append(_select(r1, w1, x1, 0))
+                ready.append(self._select.select(r1, w1, x1, 0))
             except (OSError, ValueError):
                 bad.append(fd)
         if not bad:
