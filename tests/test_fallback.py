@@ -721,3 +721,43 @@ def _cpython_selector_cases() -> dict[str, type]:
 
 
 globals().update(_cpython_selector_cases())
+
+
+# -- IOLoop.add_handler through the fallback -------------------------------------------------
+
+
+@needs_epoll
+@needs_poll
+def test_ioloop_handlers_on_fallback_and_primary_fds(pair: Pair) -> None:
+    """An IOLoop on FallbackPoller(epoll) calls the handlers of a file, a device and a socket."""
+    from iostream import IOLoop
+
+    a, b = pair
+    null = os.open(os.devnull, os.O_RDWR)
+    calls: dict[str, int] = {}
+    loop = IOLoop(FallbackPoller(pollers.EpollPoller()))
+    try:
+        with tempfile.TemporaryFile() as file:
+
+            def on(label: str, fd: int) -> Callable[[int, int], None]:
+                def handler(got_fd: int, events: int) -> None:
+                    assert got_fd == fd
+                    calls[label] = calls.get(label, 0) | events
+                    loop.remove_handler(fd)
+                    if len(calls) == 3:
+                        loop.stop()
+
+                return handler
+
+            loop.add_handler(file.fileno(), on("file", file.fileno()), READ)
+            loop.add_handler(null, on("devnull", null), WRITE)
+            loop.add_handler(b.fileno(), on("socket", b.fileno()), READ)
+            a.send(b"x")
+            loop.call_later(EVENT_TIMEOUT, loop.stop)
+            loop.start()
+        assert calls == {"file": READ, "devnull": WRITE, "socket": READ}
+        assert isinstance(loop.poller, FallbackPoller)
+        assert loop.poller.fallbacks == {}  # each handler removed its fd
+    finally:
+        loop.close()
+        os.close(null)
