@@ -14,6 +14,14 @@ for iostream's own :class:`~iostream.IOLoop`:
   writable, limited to the events registered, as ``selectors`` does for
   epoll's EPOLLHUP/EPOLLERR: the callback that then reads or writes sees the
   error.
+- Per-fd fallback: the poller is wrapped in
+  :class:`~iostream.pollers.fallback.FallbackPoller`, so an fd the chosen
+  backend refuses is watched another way while every other fd stays on it:
+  a regular file under epoll is always ready (``loop.add_reader`` on one
+  works, where asyncio's own EpollSelector raises PermissionError), a tty
+  refused by macOS kqueue goes to poll/select, an fd >= FD_SETSIZE under
+  select goes to poll. ``PollerSelector(...).poller.fallbacks`` says which
+  fds fell back and why.
 - :func:`new_event_loop` is a plain :class:`asyncio.SelectorEventLoop` on a
   :class:`PollerSelector`: everything in asyncio that runs on a selector loop
   (transports, ``open_connection``/``start_server``, ``sock_*``,
@@ -34,9 +42,9 @@ What is not supported:
   backend), with its limit of 512 sockets and no subprocess pipes; asyncio's
   default Proactor loop is not replaced. ``add_reader`` takes sockets only
   there, as with any selector loop on Windows.
-- A poller that refuses an fd refuses it here too (epoll: regular files;
-  select: fds >= FD_SETSIZE): ``register`` raises the poller's
-  :class:`ValueError`, which names the fd and the backends that can watch it.
+- An fd that no backend here can watch is refused: ``register`` raises the
+  primary poller's :class:`ValueError` (or its OSError, such as EBADF for a
+  closed fd), and nothing stays registered.
 - Python 3.14 deprecates asyncio's event-loop policies (removal planned for
   3.16). :class:`EventLoopPolicy` still works there (without the deprecation
   warning that naming ``asyncio.DefaultEventLoopPolicy`` gives);
@@ -56,6 +64,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from iostream import pollers
 from iostream.pollers.base import ERROR, READ, WRITE, FileDescriptorLike, Poller
+from iostream.pollers.fallback import FallbackPoller
 
 __all__ = ["EventLoopPolicy", "PollerSelector", "new_event_loop", "run"]
 
@@ -80,14 +89,16 @@ _TO_SELECTOR_EVENTS: tuple[int, ...] = tuple(
 _TO_POLLER_EVENTS: tuple[int, ...] = (0, READ, WRITE, READ | WRITE)
 
 
-def _make_poller(poller: PollerSpec) -> Poller:
-    """A poller instance from a ``poller`` argument (see :data:`PollerSpec`)."""
-    if isinstance(poller, Poller):
+def _make_poller(poller: PollerSpec) -> FallbackPoller:
+    """A poller from a ``poller`` argument (see :data:`PollerSpec`), with per-fd fallback."""
+    if isinstance(poller, FallbackPoller):
         return poller
+    if isinstance(poller, Poller):
+        return FallbackPoller(poller)
     if poller is None or isinstance(poller, str):
-        return pollers.choose(poller)()
+        return FallbackPoller(pollers.choose(poller)())
     if isinstance(poller, type) and issubclass(poller, Poller):
-        return poller()
+        return FallbackPoller(poller())
     raise TypeError(
         "poller must be a poller name, a Poller class or instance, or None, "
         f"not {type(poller).__name__}"
@@ -136,15 +147,18 @@ class PollerSelector(selectors.BaseSelector):
     list works too), a :class:`~iostream.pollers.Poller` class or instance,
     or None for :func:`iostream.pollers.choose` (so ``IOSTREAM_POLLER``
     applies). A poller instance given here belongs to the selector from then
-    on: :meth:`close` closes it. An unknown name raises :class:`ValueError`,
-    a backend this OS lacks :class:`~iostream.pollers.PollerUnavailable`.
+    on: :meth:`close` closes it. The poller is wrapped in a
+    :class:`~iostream.pollers.fallback.FallbackPoller` (unless it is one), so
+    that an fd it refuses is watched another way (see the module docstring).
+    An unknown name raises :class:`ValueError`, a backend this OS lacks
+    :class:`~iostream.pollers.PollerUnavailable`.
 
     The semantics are those of the standard library's selectors (see the
     module docstring for the mapping of ERROR).
     """
 
     def __init__(self, poller: PollerSpec = None) -> None:
-        self._poller = _make_poller(poller)
+        self._poller: Poller = _make_poller(poller)
         #: fd -> its key; the poller holds the same fds, registered as ints.
         self._fd_to_key: dict[int, SelectorKey] = {}
         #: The get_map() view; None once closed (as in ``selectors``).
@@ -152,7 +166,7 @@ class PollerSelector(selectors.BaseSelector):
 
     @property
     def poller(self) -> Poller:
-        """The iostream poller this selector waits on."""
+        """The poller this selector waits on (a FallbackPoller; ``.primary`` is the backend)."""
         return self._poller
 
     def _fileobj_lookup(self, fileobj: FileDescriptorLike) -> int:

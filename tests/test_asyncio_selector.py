@@ -5,7 +5,8 @@ distributions split it out, and then this module is skipped). Its
 ``BaseSelectorTestCase`` is run with ``SELECTOR`` = a :class:`PollerSelector`
 bound to each poller available here (or only the one ``IOSTREAM_POLLER``
 picks, as for the rest of the suite), and ``ScalableSelectorMixIn`` (more fds
-than FD_SETSIZE) for the pollers that scale, i.e. all but select.
+than FD_SETSIZE) for all of them: select too, whose fds >= FD_SETSIZE go to
+poll through PollerSelector's per-fd fallback.
 """
 
 from __future__ import annotations
@@ -80,16 +81,16 @@ class _EpollCases(_PollerSelectorCases):
 def _make_case(name: str) -> type[unittest.TestCase]:
     """CPython's cases (and ours) with SELECTOR bound to poller *name*.
 
-    select() does not scale (FD_SETSIZE), so it does not get the
-    ScalableSelectorMixIn, as selectors.SelectSelector does not in CPython.
+    Every poller gets ScalableSelectorMixIn (more fds than FD_SETSIZE), even
+    select, which CPython's SelectSelector does not pass: PollerSelector's
+    per-fd fallback moves select's fds >= FD_SETSIZE to poll.
     """
     bases: list[type] = [
         _EpollCases if name == "epoll" else _PollerSelectorCases,
         test_selectors.BaseSelectorTestCase,
+        test_selectors.ScalableSelectorMixIn,
+        unittest.TestCase,
     ]
-    if name != "select":
-        bases.append(test_selectors.ScalableSelectorMixIn)
-    bases.append(unittest.TestCase)
     return type(f"TestCPythonSelectors_{name}", tuple(bases), {"SELECTOR": _bound_selector(name)})
 
 
