@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
-from iostream.ioloop import IOLoop
+from iostream.ioloop import IOLoop, app_log
 from iostream.stream import IOStream, SSLIOStream
 from iostream.testing._sockets import ChaosSocket, Fault, WindowsSocket
 from iostream.testing._tls import ChaosSSLIOStream, TLSChaos
@@ -21,6 +24,7 @@ __all__ = [
     "LoopTimeout",
     "StreamKind",
     "Waiter",
+    "catch_escaped",
     "run_sync",
     "run_until",
     "socket_pair",
@@ -44,6 +48,54 @@ class LoopTimeout(AssertionError):
 
     An ``AssertionError``, so pytest reports it as a failed test, not an error.
     """
+
+
+#: Exceptions that escaped a callback or handler of a loop under
+#: :func:`catch_escaped`, not yet re-raised.
+_escaped: weakref.WeakKeyDictionary[IOLoop, list[BaseException]] = weakref.WeakKeyDictionary()
+
+
+class _EscapeCatcher(logging.Handler):
+    """Takes the exceptions the loop logs (``app_log.exception``) while it runs."""
+
+    def __init__(self, io_loop: IOLoop) -> None:
+        super().__init__(logging.ERROR)
+        self.io_loop = io_loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc_info = record.exc_info
+        loop = self.io_loop
+        if not exc_info or exc_info[1] is None or not loop.running():
+            return
+        _escaped.setdefault(loop, []).append(exc_info[1])
+        loop.stop()
+
+
+@contextlib.contextmanager
+def catch_escaped(io_loop: IOLoop) -> Iterator[list[BaseException]]:
+    """Turn exceptions that escape *io_loop*'s callbacks and handlers into test failures.
+
+    The loop logs such an exception and goes on (as Tornado's does), which
+    in a test usually means a hang until the deadline. Inside this block the
+    loop is stopped instead, and :func:`run_until`, :meth:`Waiter.wait`
+    and :func:`run_sync` raise the exception at once (Tornado's
+    ``AsyncTestCase`` does the same). Yields the list of those not yet
+    raised (the pytest ``io_loop`` fixture fails the test at teardown if it
+    is not empty).
+    """
+    catcher = _EscapeCatcher(io_loop)
+    found = _escaped.setdefault(io_loop, [])
+    app_log.addHandler(catcher)
+    try:
+        yield found
+    finally:
+        app_log.removeHandler(catcher)
+
+
+def _raise_escaped(io_loop: IOLoop) -> None:
+    found = _escaped.get(io_loop)
+    if found:
+        raise found.pop(0)
 
 
 def _check_timeout(timeout: object) -> float:
@@ -91,6 +143,7 @@ def run_until(
         io_loop.start()
     finally:
         io_loop.remove_timeout(handle)
+    _raise_escaped(io_loop)
     if not predicate():
         detail = message() if callable(message) else message
         raise LoopTimeout(f"condition not met within {limit}s" + (f"\n{detail}" if detail else ""))
@@ -105,9 +158,16 @@ def run_sync(io_loop: IOLoop, func: Callable[[], Any], timeout: float = DEFAULT_
     """
     limit = _check_timeout(timeout)
     try:
-        return io_loop.run_sync(func, timeout=limit)
+        result = io_loop.run_sync(func, timeout=limit)
     except TimeoutError as exc:
+        _raise_escaped(io_loop)
         raise LoopTimeout(f"run_sync: {func!r} did not finish within {limit}s") from exc
+    except RuntimeError:
+        # Stopped early: by catch_escaped, when a callback raised.
+        _raise_escaped(io_loop)
+        raise
+    _raise_escaped(io_loop)
+    return result
 
 
 class Waiter:
@@ -156,6 +216,7 @@ class Waiter:
                 self.io_loop.start()
             finally:
                 self.io_loop.remove_timeout(handle)
+            _raise_escaped(self.io_loop)
         return self.values[-1] if self.values else None
 
 

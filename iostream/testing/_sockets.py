@@ -695,11 +695,19 @@ class ChaosSocket(socket.socket):
             f"{type(self).__name__}{seed}: {len(self.send_record)} send calls, "
             f"{len(self.recv_record)} recv calls"
         ]
-        for name, record in (("send_faults", self.send_record), ("recv_faults", self.recv_record)):
-            lines.append(f"  {name}: {format_schedule(record, limit)}")
+        shown = {
+            name: format_schedule(record, limit)
+            for name, record in (
+                ("send_faults", self.send_record),
+                ("recv_faults", self.recv_record),
+            )
+        }
+        for name, text in shown.items():
+            lines.append(f"  {name}: {text}")
+        send_text, recv_text = shown["send_faults"], shown["recv_faults"]
         lines.append(
-            "  replay: ChaosSocket.wrap(sock, send_faults=parse_schedule(<send_faults>), "
-            "recv_faults=parse_schedule(<recv_faults>))"
+            f'  replay: ChaosSocket.wrap(sock, send_faults=parse_schedule("{send_text}"), '
+            f'recv_faults=parse_schedule("{recv_text}"))'
         )
         return "\n".join(lines)
 
