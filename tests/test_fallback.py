@@ -20,6 +20,7 @@ import resource
 import select
 import socket
 import tempfile
+import threading
 import time
 import types
 import unittest
@@ -584,15 +585,25 @@ def test_epoll_ghost_rebuild_moves_the_doorbell(pair: Pair) -> None:
             poller.modify(null, 0)
             poller.register(d.fileno(), READ)
             poller.register(b, READ)
-            before = poller.primary._epoll  # type: ignore[attr-defined]
+            before = poller.primary._epoll.fileno()  # type: ignore[attr-defined]
             d_fd = d.fileno()
             d.close()  # the file lives on in `other`: a ghost entry
             poller.unregister(d_fd)
             c.send(b"x")  # the ghost rings; epoll rebuilds
             assert poller.poll(0.5) == []
-            assert poller.primary._epoll is not before  # type: ignore[attr-defined]
-            a.send(b"y")
-            assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+            # The new epoll took the lowest free number, d's old one.
+            after = poller.primary._epoll.fileno()  # type: ignore[attr-defined]
+            assert after != before
+            assert poller.poll(0.1) == []
+            # Blocked in the secondary: only the new epoll fd can wake it for b.
+            timer = threading.Timer(0.05, a.send, (b"y",))
+            timer.start()
+            try:
+                start = time.monotonic()
+                assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+                assert time.monotonic() - start < EVENT_TIMEOUT / 2
+            finally:
+                timer.join()
     finally:
         os.close(other)
         os.close(null)

@@ -532,15 +532,7 @@ class FallbackPoller(Poller):
     def _wait_both(self, waiter: Poller, timeout: float | None) -> list[tuple[int, int]]:
         """Block in the secondary, which also hears the primary; collect both."""
         if self._mirror is None:
-            kernel_fd = _kernel_fd(self._primary)
-            if kernel_fd != self._doorbell:
-                # epoll/kqueue reopened (after fork(), or epoll's ghost rebuild):
-                # ring on the new kernel object's fd.
-                if self._doorbell is not None:
-                    waiter.unregister(self._doorbell)
-                self._doorbell = kernel_fd
-                if kernel_fd is not None:
-                    waiter.register(kernel_fd, READ)
+            self._sync_doorbell(waiter)
         elif self._mirror_dirty:
             table = _fd_table(self._primary)
             assert table is not None
@@ -558,7 +550,25 @@ class FallbackPoller(Poller):
             result.extend(inner)
             if self._mirror is not None:
                 self._mute_unconfirmed(rang, inner)
+            else:
+                # epoll may have rebuilt itself in that call (a ghost entry):
+                # follow its new fd now, before the old number can be reused.
+                self._sync_doorbell(waiter)
         return result
+
+    def _sync_doorbell(self, waiter: Poller) -> None:
+        """Ring on the primary's current kernel fd.
+
+        epoll and kqueue are reopened after fork() (and epoll when a ghost
+        entry forces a rebuild): the fd to watch may have changed.
+        """
+        kernel_fd = _kernel_fd(self._primary)
+        if kernel_fd != self._doorbell:
+            if self._doorbell is not None:
+                waiter.unregister(self._doorbell)
+            self._doorbell = kernel_fd
+            if kernel_fd is not None:
+                waiter.register(kernel_fd, READ)
 
     def _sync_mirror(self, table: dict[int, int]) -> None:
         """Make the waiter's mirror of the primary's fds match *table*."""
