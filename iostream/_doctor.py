@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import select
+import signal
 import socket
 import stat
 import sys
@@ -429,6 +430,9 @@ def _probe_once(make: Callable[[], Poller], kind: Callable[[], _Subject], timeou
         subject = kind()
     except _NotHere as exc:
         return Cell(NOT_HERE, str(exc))
+    except OSError as exc:
+        # Not the poller's doing (and the same for every poller): say why.
+        return Cell(NOT_HERE, f"could not make one here: {exc}")
     try:
         poller = make()
         try:
@@ -521,7 +525,7 @@ def _fork_probe(cls: type[Poller], timeout: float) -> Cell:
         message = os.read(rfd, 4000).decode(errors="replace") if ready else ""
         if not ready:
             with contextlib.suppress(OSError):
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         if not ready:
             return Cell(HANG, f"the forked child's poller did not answer within {timeout:g} s")

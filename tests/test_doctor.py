@@ -460,3 +460,15 @@ def test_tty_column_with_a_controlling_terminal() -> None:
     for name in pollers.available():
         cell = report["pollers"][name]["tty"]
         assert cell["result"] in (OK, FALLBACK), (name, cell)
+
+
+def test_an_fd_kind_that_cannot_be_made_is_not_here() -> None:
+    """A kind whose fds cannot be made (the OS's doing, the same for every poller) is n/a."""
+    from iostream._doctor import NOT_HERE, _probe_once, _Subject
+
+    def broken_kind() -> _Subject:
+        raise OSError(24, "Too many open files")
+
+    cell = _probe_once(SelectPoller, broken_kind, FAST)
+    assert cell.result == NOT_HERE
+    assert "Too many open files" in cell.detail
