@@ -35,7 +35,7 @@ from conftest import POLLER_NAMES
 
 from iostream import pollers
 from iostream.pollers import ERROR, READ, WRITE, Poller
-from iostream.pollers.fallback import FallbackPoller, default_secondaries
+from iostream.pollers.fallback import FallbackPoller, default_secondaries, with_fallback
 from iostream.pollers.kqueue import KqueuePoller
 from iostream.pollers.poll import PollPoller
 from iostream.pollers.select_ import FD_SETSIZE_POSIX, SelectPoller
@@ -772,3 +772,17 @@ def test_ioloop_handlers_on_fallback_and_primary_fds(pair: Pair) -> None:
     finally:
         loop.close()
         os.close(null)
+
+
+def test_with_fallback_wraps_once() -> None:
+    inner = SelectPoller()
+    wrapped = with_fallback(inner)
+    try:
+        assert isinstance(wrapped, FallbackPoller)
+        assert wrapped.primary is inner
+        assert with_fallback(wrapped) is wrapped
+        with pytest.raises(TypeError, match="primary"):
+            with_fallback("select")  # type: ignore[arg-type]
+    finally:
+        wrapped.close()
+    assert inner._closed  # the wrapper owns its primary

@@ -110,7 +110,7 @@ from iostream.pollers.base import (
 from iostream.pollers.poll import PollPoller
 from iostream.pollers.select_ import SelectPoller
 
-__all__ = ["FallbackPoller", "default_secondaries"]
+__all__ = ["FallbackPoller", "default_secondaries", "with_fallback"]
 
 #: The READ/WRITE bits: what an always-ready file reports, what a mirror watches.
 _RW = READ | WRITE
@@ -141,6 +141,18 @@ def default_secondaries(primary_name: str) -> list[type[Poller]]:
     """
     candidates: list[type[Poller]] = [PollPoller, SelectPoller]
     return [cls for cls in candidates if cls.name != primary_name and cls.available()]
+
+
+def with_fallback(poller: Poller) -> FallbackPoller:
+    """*poller* with per-fd fallback: itself if it is a FallbackPoller, else wrapped.
+
+    For code that wraps whatever poller it is given (the IOLoop, the asyncio
+    selector): a caller who already passed a FallbackPoller keeps it, with
+    its own *secondaries*, instead of getting a TypeError for wrapping twice.
+    """
+    if isinstance(poller, FallbackPoller):
+        return poller
+    return FallbackPoller(poller)
 
 
 def _kernel_fd(poller: Poller) -> int | None:
