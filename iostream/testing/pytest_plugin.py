@@ -55,6 +55,7 @@ __all__ = [
     "iostream_poller",
     "poller_names",
     "pytest_addoption",
+    "pytest_configure",
     "pytest_generate_tests",
     "pytest_runtest_makereport",
     "stream_pair",
@@ -78,6 +79,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             f"${pollers.ENV_VAR} names"
         ),
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check ``--iostream-pollers`` when it is given (a bad name is a usage error)."""
+    if config.getoption("iostream_pollers", None) is not None:
+        poller_names(config)
 
 
 def poller_names(config: pytest.Config) -> list[tuple[str, str | None]]:
