@@ -786,3 +786,71 @@ def test_with_fallback_wraps_once() -> None:
     finally:
         wrapped.close()
     assert inner._closed  # the wrapper owns its primary
+
+
+# -- a differential check of the combined wait ------------------------------------------------
+
+
+@needs_poll
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_operations_match_a_plain_poll_poller(seed: int) -> None:
+    """select + fds >= FD_SETSIZE through the fallback reports what poll() alone reports.
+
+    Random register/modify/unregister/send/drain steps (seeded, bounded) on
+    socket pairs, some of them dup'ed above FD_SETSIZE; after each step both
+    pollers are asked with timeout 0. Level-triggered readiness, nothing
+    consumed in between: the answers must be equal.
+    """
+    import random
+
+    rng = random.Random(seed)
+    pairs = [loopback_pair() for _ in range(12)]
+    highs: list[int] = []
+    fds: list[int] = []
+    peers: dict[int, socket.socket] = {}
+    try:
+        for i, (a, b) in enumerate(pairs):
+            fd = b.fileno()
+            if i % 3 == 0:
+                fd = _high_fd(b.fileno())
+                highs.append(fd)
+            fds.append(fd)
+            peers[fd] = a
+        with FallbackPoller(SelectPoller()) as poller, PollPoller() as reference:
+            registered: dict[int, int] = {}
+            for _ in range(300):
+                fd = rng.choice(fds)
+                step = rng.choice(["register", "modify", "unregister", "send", "drain"])
+                events = rng.choice([0, READ, WRITE, READ | WRITE])
+                if step == "register" and fd not in registered:
+                    poller.register(fd, events)
+                    reference.register(fd, events)
+                    registered[fd] = events
+                elif step == "modify" and fd in registered:
+                    poller.modify(fd, events)
+                    reference.modify(fd, events)
+                    registered[fd] = events
+                elif step == "unregister" and fd in registered:
+                    poller.unregister(fd)
+                    reference.unregister(fd)
+                    del registered[fd]
+                elif step == "send":
+                    peers[fd].send(b"x")
+                elif step == "drain":
+                    while True:
+                        try:
+                            if not os.read(fd, 4096):
+                                break
+                        except BlockingIOError:
+                            break
+                want = dict(reference.poll(0))
+                got = poller.poll(0)
+                assert len(got) == len({fd for fd, _ in got})
+                assert dict(got) == want, (step, fd, events, registered)
+                assert set(poller.fallbacks) == {fd for fd in highs if fd in registered}
+    finally:
+        for fd in highs:
+            os.close(fd)
+        for a, b in pairs:
+            a.close()
+            b.close()
