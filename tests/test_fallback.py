@@ -793,30 +793,40 @@ def test_with_fallback_wraps_once() -> None:
 
 @needs_poll
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_operations_match_a_plain_poll_poller(seed: int) -> None:
-    """select + fds >= FD_SETSIZE through the fallback reports what poll() alone reports.
+@pytest.mark.parametrize("primary", ["select", "epoll"])
+def test_random_operations_match_a_plain_poll_poller(seed: int, primary: str) -> None:
+    """The combined wait reports what poll() alone reports.
 
-    Random register/modify/unregister/send/drain steps (seeded, bounded) on
-    socket pairs, some of them dup'ed above FD_SETSIZE; after each step both
-    pollers are asked with timeout 0. Level-triggered readiness, nothing
-    consumed in between: the answers must be equal.
+    select: some fds are dup'ed above FD_SETSIZE (mirror path). epoll: a
+    /dev/null parked in the secondary (doorbell path). Random
+    register/modify/unregister/send/drain steps (seeded, bounded) on socket
+    pairs; after each step both pollers are asked with timeout 0.
+    Level-triggered readiness, nothing consumed in between: the answers
+    must be equal.
     """
     import random
 
+    if primary not in pollers.available():
+        pytest.skip(f"needs {primary}")
     rng = random.Random(seed)
     pairs = [loopback_pair() for _ in range(12)]
     highs: list[int] = []
     fds: list[int] = []
     peers: dict[int, socket.socket] = {}
+    null = os.open(os.devnull, os.O_RDWR)
     try:
         for i, (a, b) in enumerate(pairs):
             fd = b.fileno()
-            if i % 3 == 0:
+            if primary == "select" and i % 3 == 0:
                 fd = _high_fd(b.fileno())
                 highs.append(fd)
             fds.append(fd)
             peers[fd] = a
-        with FallbackPoller(SelectPoller()) as poller, PollPoller() as reference:
+        with FallbackPoller(pollers.BACKENDS[primary]()) as poller, PollPoller() as reference:
+            if primary == "epoll":
+                poller.register(null, READ)
+                poller.modify(null, 0)
+                highs.append(null)
             registered: dict[int, int] = {}
             for _ in range(300):
                 fd = rng.choice(fds)
@@ -847,10 +857,15 @@ def test_random_operations_match_a_plain_poll_poller(seed: int) -> None:
                 got = poller.poll(0)
                 assert len(got) == len({fd for fd, _ in got})
                 assert dict(got) == want, (step, fd, events, registered)
-                assert set(poller.fallbacks) == {fd for fd in highs if fd in registered}
+                if primary == "select":
+                    assert set(poller.fallbacks) == {fd for fd in highs if fd in registered}
+                else:
+                    assert set(poller.fallbacks) == {null}
     finally:
         for fd in highs:
-            os.close(fd)
+            if fd != null:
+                os.close(fd)
+        os.close(null)
         for a, b in pairs:
             a.close()
             b.close()
