@@ -1,0 +1,386 @@
+"""iostream.testing's public pieces: seeded ChaosSocket, schedules, sendmsg, stream_pair, helpers.
+
+The fault sockets' behaviour under IOStream is covered by test_chaos.py,
+test_windows_send.py and test_ewouldblock.py; this module checks the
+public API the package adds for users.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import sys
+from collections import deque
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iostream import IOLoop, IOStream, SSLIOStream
+from iostream.testing import (
+    OK,
+    WINDOWS_SEND_LIMIT,
+    WSAENOBUFS,
+    ChaosSocket,
+    Fault,
+    LoopTimeout,
+    TLSChaos,
+    Waiter,
+    WindowsSocket,
+    format_schedule,
+    parse_schedule,
+    recording,
+    run_sync,
+    run_until,
+    short,
+    socket_pair,
+    stream_pair,
+    wait_with_progress,
+)
+from iostream.testing.strategies import (
+    TLS_KINDS,
+    WINDOWS_SEND_KINDS,
+    fault_schedules,
+    faults,
+    send_schedules,
+)
+
+KiB = 1024
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket_pair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def drive(sender: ChaosSocket, receiver: socket.socket, payload: bytes) -> bytes:
+    """Push *payload* through *sender* by hand (retrying every fault); return what arrived.
+
+    Bounded: at most 100000 calls each way.
+    """
+    view = memoryview(payload)
+    got = bytearray()
+    for _ in range(100_000):
+        if view:
+            try:
+                view = view[sender.send(view[: 16 * KiB]) :]
+            except (BlockingIOError, InterruptedError):
+                pass
+        try:
+            got += receiver.recv(64 * KiB)
+        except (BlockingIOError, InterruptedError):
+            pass
+        if not view and len(got) == len(payload):
+            return bytes(got)
+    raise AssertionError(f"transfer stuck: {len(got)} of {len(payload)} bytes")
+
+
+def chaos_run(seed: int | str, payload: bytes) -> tuple[list[Fault], list[Fault], bytes]:
+    a, b = socket_pair()
+    with a, b:
+        sender = ChaosSocket.wrap(a, seed=seed)
+        receiver = ChaosSocket.wrap(b, seed=f"{seed}/r")
+        with sender, receiver:
+            got = drive(sender, receiver, payload)
+            return sender.send_record, receiver.recv_record, got
+
+
+PAYLOAD = bytes(range(256)) * 256  # 64 KiB
+
+
+def test_a_seed_gives_the_same_faults_every_time_and_never_corrupts() -> None:
+    first = chaos_run(11, PAYLOAD)
+    second = chaos_run(11, PAYLOAD)
+    other = chaos_run(12, PAYLOAD)
+    assert first[2] == second[2] == other[2] == PAYLOAD
+    # The sender's calls are the same every run (64 KiB fits the kernel's
+    # buffer: every size handed over follows from the schedule alone).
+    assert first[0] == second[0]
+    # How many recv calls find data depends on timing; the faults drawn for
+    # the calls made are the same stream of draws.
+    common = min(len(first[1]), len(second[1]))
+    assert common >= 3 and first[1][:common] == second[1][:common]
+    assert (first[0], first[1]) != (other[0], other[1])
+    kinds = {f.kind for f in first[0]} | {f.kind for f in first[1]}
+    assert {"short", "block", "ok"} <= kinds, kinds
+
+
+def test_the_record_replays_the_run(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    sender = ChaosSocket.wrap(a, seed="replay")
+    drive(sender, b, PAYLOAD)
+    sizes = [call.nbytes for call in sender.sends]
+    outcomes = [(call.sent, call.error) for call in sender.sends]
+    text = sender.describe()
+    schedule_text = text.split("send_faults: ", 1)[1].split("\n", 1)[0]
+    assert parse_schedule(schedule_text) == sender.send_record[: len(parse_schedule(schedule_text))]
+    c, d = socket_pair()
+    with c, d:
+        replay = ChaosSocket.wrap(c, send_faults=parse_schedule(schedule_text))
+        drive(replay, d, PAYLOAD)
+        assert [call.nbytes for call in replay.sends] == sizes
+        assert [(call.sent, call.error) for call in replay.sends] == outcomes
+        replay.close()
+    sender.close()
+
+
+def test_describe_is_readable() -> None:
+    a, b = socket_pair()
+    with a, b:
+        sock = ChaosSocket.wrap(a, [short(3), OK, Fault("block")], [Fault("eintr")], seed=None)
+        with sock:
+            assert sock.send(b"hello") == 3
+            assert sock.send(b"lo") == 2
+            with pytest.raises(BlockingIOError):
+                sock.send(b"x")
+            assert sock.send(b"x") == 1
+            assert sock.describe().splitlines() == [
+                "ChaosSocket: 4 send calls, 0 recv calls",
+                "  send_faults: [short(3), ok, block]",
+                "  recv_faults: []",
+                "  replay: ChaosSocket.wrap(sock, "
+                'send_faults=parse_schedule("[short(3), ok, block]"), '
+                'recv_faults=parse_schedule("[]"))',
+            ]
+
+
+@given(st.lists(faults(("ok", "short", "block", "eintr", "wsa_block", "want_write"))))
+def test_format_and_parse_round_trip(schedule: list[Fault]) -> None:
+    while schedule and schedule[-1] == OK:
+        schedule.pop()
+    assert parse_schedule(format_schedule(schedule, limit=10_000)) == schedule
+
+
+def test_format_schedule_cuts_long_ones() -> None:
+    assert format_schedule([short(1)] * 5 + [OK] * 3, limit=2) == "[short(1), short(1), ... 3 more]"
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("[short(3), explode]", ValueError, "unknown fault kind 'explode'"),
+        ("[short(x)]", ValueError, "text: 'short\\(x\\)' is not a fault"),
+        ("[short(0)]", ValueError, "short\\(\\) needs arg >= 1"),
+        (b"[ok]", TypeError, "text must be a str"),
+    ],
+)
+def test_parse_schedule_bad_input(text: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        parse_schedule(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"short_rate": 1.5}, ValueError, "short_rate must be a number from 0 to 1"),
+        ({"block_rate": -0.1}, ValueError, "block_rate must be"),
+        ({"short_rate": 0.6, "block_rate": 0.6}, ValueError, "must be at most 1"),
+        ({"seed": 1.5}, TypeError, "seed must be an int, a str or None"),
+        ({"send_faults": "block"}, TypeError, "send_faults must be an iterable of Fault"),
+        ({"recv_faults": ["block"]}, TypeError, "recv_faults must hold Fault objects"),
+    ],
+)
+def test_chaos_socket_bad_arguments(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        ChaosSocket(socket.AF_INET, socket.SOCK_STREAM, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(socket.socket, "sendmsg"), reason="no sendmsg on this OS")
+def test_sendmsg_follows_the_send_schedule(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    sock = ChaosSocket.wrap(a, [short(4), Fault("block")])
+    with sock:
+        assert sock.sendmsg([b"ab", b"cd", b"ef"]) == 4
+        with pytest.raises(BlockingIOError):
+            sock.sendmsg([b"ef"])
+        assert sock.sendmsg([memoryview(b"ef")]) == 2
+        b.setblocking(True)
+        b.settimeout(10)
+        got = b""
+        for _ in range(6):
+            got += b.recv(100)
+            if len(got) >= 6:
+                break
+        assert got == b"abcdef"
+        assert [c.nbytes for c in sock.sends] == [6, 2, 2]
+        assert sock.send_violations(b"abcdef") == []
+
+
+@pytest.mark.skipif(not hasattr(socket.socket, "sendmsg"), reason="no sendmsg on this OS")
+def test_windows_sendmsg_refuses_more_than_the_limit(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, _ = pair
+    sock = WindowsSocket.wrap(a)
+    with sock:
+        half = b"x" * (WINDOWS_SEND_LIMIT // 2)
+        with pytest.raises(OSError) as info:
+            sock.sendmsg([half, half, b"!"])
+        assert info.value.winerror == WSAENOBUFS  # type: ignore[attr-defined]
+        assert 0 < sock.sendmsg([half, half]) <= WINDOWS_SEND_LIMIT
+        assert sock.refused == 1
+        assert sock.send_sizes == [WINDOWS_SEND_LIMIT + 1, WINDOWS_SEND_LIMIT]
+
+
+def test_recording_collects_what_was_made_inside() -> None:
+    with recording() as found:
+        a, b = socket_pair()
+        sock = ChaosSocket.wrap(a, seed=1)
+        plan = TLSChaos()
+    outside = ChaosSocket(socket.AF_INET, socket.SOCK_STREAM)
+    assert found == [sock, plan]
+    for s in (sock, b, outside):
+        s.close()
+
+
+# ------------------------------------------------------------ stream_pair
+
+
+BIG = bytes(range(256)) * 1024 * 2  # 512 KiB: over the Windows send limit
+
+
+@pytest.mark.parametrize("kind", ["plain", "windows", "chaos", "tls", "tls-chaos"])
+def test_stream_pair_carries_bytes_both_ways(io_loop: IOLoop, kind: str) -> None:
+    options: dict[str, object] = {}
+    if kind == "chaos":
+        options = {"seed": 5, "chaos_options": {"windows": True}}
+    if kind == "tls-chaos":
+        options = {
+            "tls_chaos": TLSChaos(send_faults=deque([Fault("want_write"), Fault("want_read")]))
+        }
+    a, b = stream_pair(kind, io_loop, **options)  # type: ignore[arg-type]
+    try:
+        assert a.io_loop is io_loop and b.io_loop is io_loop
+        for sender, receiver in ((a, b), (b, a)):
+            w = Waiter(io_loop)
+            receiver.read_bytes(len(BIG), w.done)
+            sender.write(BIG)
+            assert w.wait(timeout=60) == BIG
+        if kind == "chaos":
+            assert isinstance(a.socket, ChaosSocket) and isinstance(b.socket, ChaosSocket)
+            assert a.socket.seed == 5 and b.socket.seed == "5/server"
+            faults_seen = {f.kind for f in a.socket.send_record + b.socket.recv_record}
+            assert {"wsa_block", "short"} <= faults_seen
+        if kind == "windows":
+            assert isinstance(a.socket, WindowsSocket)
+        if kind.startswith("tls"):
+            assert isinstance(a, SSLIOStream) and isinstance(b, SSLIOStream)
+        if kind == "tls-chaos":
+            chaos = a.chaos  # type: ignore[attr-defined]
+            assert chaos.injected_send_wants == 2 and chaos.violations == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_stream_pair_defaults_to_the_current_loop() -> None:
+    loop = IOLoop("select")
+    loop.make_current()
+    try:
+        a, b = stream_pair()
+        assert a.io_loop is loop and b.io_loop is loop
+        assert isinstance(a, IOStream) and not isinstance(a, SSLIOStream)
+        a.close()
+        b.close()
+    finally:
+        IOLoop.clear_current()
+        loop.close(all_fds=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"kind": "udp"}, ValueError, "kind must be one of 'plain', 'tls'"),
+        ({"kind": "plain", "seed": 1}, ValueError, "need kind='chaos'"),
+        ({"kind": "tls", "server_context": object()}, ValueError, "pass both server_context"),
+        ({"kind": "plain", "family": socket.AF_UNIX}, ValueError, "family must be"),
+    ],
+)
+def test_stream_pair_bad_input(
+    io_loop: IOLoop, kwargs: dict[str, object], error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        stream_pair(io_loop=io_loop, **kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ helpers
+
+
+def test_run_until_returns_at_once_when_true_and_fails_with_a_message(io_loop: IOLoop) -> None:
+    run_until(io_loop, lambda: True)
+    with pytest.raises(LoopTimeout, match=r"condition not met within 0\.05s\nwhy: nothing"):
+        run_until(io_loop, lambda: False, timeout=0.05, message="why: nothing")
+    with pytest.raises(TypeError, match="predicate must be callable"):
+        run_until(io_loop, True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a finite number > 0"):
+        run_until(io_loop, lambda: True, timeout=float("inf"))
+
+
+def test_run_sync_and_waiter(io_loop: IOLoop) -> None:
+    async def seven() -> int:
+        return 7
+
+    assert run_sync(io_loop, seven) == 7
+    w = Waiter(io_loop, expected=2)
+    io_loop.add_callback(w.callback, "a")
+    io_loop.add_callback(w.callback, "b", "c")
+    assert w.wait(timeout=20) == ("b", "c")
+    assert w.values == ["a", ("b", "c")]
+    with pytest.raises(ValueError, match="expected must be an int >= 1"):
+        Waiter(io_loop, expected=0)
+
+
+def test_wait_with_progress_fails_fast_when_stuck(io_loop: IOLoop) -> None:
+    w = Waiter(io_loop)
+    counter = [0]
+    with pytest.raises(LoopTimeout, match=r"no progress for 0.05s \(stuck at 0\): 0 of 1 events"):
+        wait_with_progress(w, lambda: counter[0], stall=0.05, limit=10)
+
+    def tick() -> None:
+        counter[0] += 1
+        if counter[0] == 30:
+            w.done("finished")
+        else:
+            io_loop.call_later(0.01, tick)
+
+    io_loop.add_callback(tick)
+    assert wait_with_progress(w, lambda: counter[0], stall=0.2, limit=30) == "finished"
+
+
+# ------------------------------------------------------------ strategies
+
+
+@settings(max_examples=50)
+@given(send_schedules(windows=True), fault_schedules(TLS_KINDS, max_size=5, max_short=3))
+def test_strategies_draw_only_the_kinds_asked(windows: list[Fault], tls: list[Fault]) -> None:
+    assert {f.kind for f in windows} <= set(WINDOWS_SEND_KINDS)
+    assert {f.kind for f in tls} <= set(TLS_KINDS) and len(tls) <= 5
+    assert all(f.arg <= 3 for f in tls if f.kind == "short")
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: faults(()), "kinds must name at least one"),
+        (lambda: faults(("ok", "boom")), "unknown fault kind\\(s\\) \\['boom'\\]"),
+        (lambda: faults(max_short=0), "max_short must be an int >= 1"),
+        (lambda: fault_schedules(max_size=-1), "max_size must be an int >= 0"),
+    ],
+)
+def test_strategies_bad_input(call: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()  # type: ignore[operator]
+
+
+def test_module_is_documented() -> None:
+    import iostream.testing as testing
+
+    for name in testing.__all__:
+        obj = getattr(testing, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            assert (obj.__doc__ or "").strip(), name
+    assert sys.modules["iostream.testing"].__doc__
