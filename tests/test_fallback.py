@@ -869,3 +869,68 @@ def test_random_operations_match_a_plain_poll_poller(seed: int, primary: str) ->
         for a, b in pairs:
             a.close()
             b.close()
+
+
+# -- the doorbell a kernel fd gives, and when it lies -------------------------------------------
+
+
+class _RingingEpoll:
+    """An epoll object whose fileno() is a pipe that is always readable."""
+
+    def __init__(self, epoll: Any, fd: int) -> None:
+        self._epoll = epoll
+        self._fd = fd
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._epoll, name)
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+class AlwaysRingingEpollPoller(pollers.EpollPoller):
+    """EpollPoller whose kernel fd (as the fallback sees it) rings with nothing behind it."""
+
+    def _kernel_open(self) -> None:
+        super()._kernel_open()
+        self._ring_r, self._ring_w = os.pipe()
+        os.write(self._ring_w, b"!")
+        self._epoll = _RingingEpoll(self._epoll, self._ring_r)
+
+    def _kernel_close(self) -> None:
+        super()._kernel_close()
+        os.close(self._ring_r)
+        os.close(self._ring_w)
+
+
+@needs_epoll
+@needs_poll
+def test_a_doorbell_that_rings_for_nothing_is_dropped_for_the_mirror(pair: Pair) -> None:
+    a, b = pair
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with FallbackPoller(AlwaysRingingEpollPoller()) as poller:
+            poller.register(b, READ)
+            poller.register(null, READ)
+            poller.modify(null, 0)
+            # The first waits return at once (the lie); within a bounded
+            # number of them the doorbell is dropped and the wait waits.
+            for _ in range(20):
+                start = time.monotonic()
+                assert poller.poll(0.05) == []
+                if time.monotonic() - start >= 0.04:
+                    break
+            else:
+                raise AssertionError("the lying doorbell kept every wait short")
+            start = time.monotonic()
+            assert poller.poll(0.2) == []
+            assert time.monotonic() - start >= 0.15
+            # The primary's fds are still heard, now through the mirror.
+            timer = threading.Timer(0.05, a.send, (b"x",))
+            timer.start()
+            try:
+                assert poller.poll(EVENT_TIMEOUT) == [(b.fileno(), READ)]
+            finally:
+                timer.join()
+    finally:
+        os.close(null)

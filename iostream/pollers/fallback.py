@@ -31,7 +31,9 @@ hear the primary too (a *doorbell*):
   readable while that object holds events; the secondary watches that
   one fd. When it rings, ``primary.poll(0)`` collects the events. The
   kernel fd is re-read before each wait: epoll's is replaced after fork()
-  and when a "ghost" entry forces a rebuild.
+  and when a "ghost" entry forces a rebuild. A kernel fd that keeps
+  ringing with nothing behind it (8 times in a row) is dropped for the
+  mirror below, rather than left to spin the loop.
 - a primary with no such fd (select, poll; /dev/poll, whose fd Solaris
   does not document as pollable) cannot ring anything, so
   the secondary also watches a *mirror* of each primary fd registered for
@@ -130,6 +132,10 @@ _REFUSAL_ERRNOS = frozenset(
         getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
     }
 )
+
+
+#: Empty doorbell rings in a row before the mirror path replaces the doorbell.
+_MAX_EMPTY_RINGS = 8
 
 
 def default_secondaries(primary_name: str) -> list[type[Poller]]:
@@ -243,6 +249,8 @@ class FallbackPoller(Poller):
         self._waiter: Poller | None = None
         #: The primary's kernel fd, as registered in the waiter (doorbell mode).
         self._doorbell: int | None = None
+        #: Doorbell rings in a row with nothing behind them (see _wait_both).
+        self._empty_rings = 0
         #: Mirror mode: fd -> events mirrored into the waiter; None otherwise.
         self._mirror: dict[int, int] | None = None
         self._mirror_dirty = False
@@ -507,6 +515,7 @@ class FallbackPoller(Poller):
         waiter = self._waiter
         self._waiter = None
         self._doorbell = None
+        self._empty_rings = 0
         self._mirror = None
         self._mirror_dirty = False
         self._muted.clear()
@@ -562,11 +571,37 @@ class FallbackPoller(Poller):
             result.extend(inner)
             if self._mirror is not None:
                 self._mute_unconfirmed(rang, inner)
+            elif inner:
+                self._empty_rings = 0
             else:
+                self._empty_ring(waiter)
+            if self._mirror is None:
                 # epoll may have rebuilt itself in that call (a ghost entry):
                 # follow its new fd now, before the old number can be reused.
                 self._sync_doorbell(waiter)
         return result
+
+    def _empty_ring(self, waiter: Poller) -> None:
+        """The kernel fd rang and the primary had nothing: distrust it if it goes on.
+
+        Why: an epoll fd is readable only while its ready list holds an fd
+        that is still ready, and a kqueue fd only while an event would be
+        delivered, so a ring with nothing behind it happens once in a while
+        (epoll dropping a ghost entry) but never for ever. If it ever did —
+        a kernel whose kqueue fd stays readable for an EV_CLEAR event
+        already retrieved — every wait would return at once: a busy loop.
+        After :data:`_MAX_EMPTY_RINGS` empty rings in a row the doorbell is
+        dropped for the mirror path, which mutes what rings for nothing.
+        """
+        self._empty_rings += 1
+        if self._empty_rings < _MAX_EMPTY_RINGS or _fd_table(self._primary) is None:
+            return
+        if self._doorbell is not None:
+            waiter.unregister(self._doorbell)
+        self._doorbell = None
+        self._empty_rings = 0
+        self._mirror = {}
+        self._mirror_dirty = True
 
     def _sync_doorbell(self, waiter: Poller) -> None:
         """Ring on the primary's current kernel fd.
