@@ -25,7 +25,8 @@ Differences from ``python SCRIPT``, all small: a ``KeyboardInterrupt`` that
 ends the program prints its traceback and exits with status 130
 (128 + SIGINT) instead of killing the process with SIGINT; a script that
 cannot be opened, or a module that cannot be found, is reported in one line
-starting with this command's name (status 2 and 1, as Python's). A
+starting with ``iostream: error:``, as every command's failures are
+(status 2 and 1, as Python's). A
 ``SCRIPT`` of ``-`` (the program on standard input) is not supported. Usage
 errors and an unknown or unavailable poller: one line on stderr, status 2.
 
@@ -166,6 +167,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _error(message: str) -> None:
+    """One line on stderr, as every ``python -m iostream`` command reports a failure."""
+    sys.stderr.write(f"iostream: error: {_one_line(message)}\n")
+
+
 def main(argv: list[str]) -> int:
     """Run ``[--poller NAME] (SCRIPT | -m MODULE) [ARGS...]``; return the exit status.
 
@@ -187,14 +193,14 @@ def main(argv: list[str]) -> int:
         except (ValueError, pollers.PollerUnavailable) as exc:
             raise _UsageError(str(exc)) from None
     except _UsageError as exc:
-        sys.stderr.write(f"{prog}: {_one_line(str(exc))}\n")
+        _error(str(exc))
         return EXIT_USAGE
     if command.poller is not None:
         os.environ[pollers.ENV_VAR] = command.poller
     if command.script is not None and not os.path.exists(command.script):
-        sys.stderr.write(
-            f"{prog}: can't open file {os.path.abspath(command.script)!r}: "
-            "[Errno 2] No such file or directory\n"
+        _error(
+            f"can't open file {os.path.abspath(command.script)!r}: "
+            "[Errno 2] No such file or directory"
         )
         return EXIT_USAGE
     _install_policy(chosen)
@@ -209,7 +215,7 @@ def main(argv: list[str]) -> int:
             raise  # raised by the program itself: its traceback is printed
         # runpy could not find or run the module (or the directory has no
         # __main__.py): one line, status 1, as python -m says it.
-        sys.stderr.write(f"{prog}: {_one_line(str(exc))}\n")
+        _error(str(exc))
         return 1
     return 0
 
