@@ -12,24 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import selectors
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import POLLER_NAMES
-from test_fallback import TtyRefusingKqueuePoller
 
 from iostream import pollers
 from iostream.asyncio import PollerSelector, new_event_loop
+from iostream.pollers import Poller
 from iostream.pollers.fallback import FallbackPoller
 from iostream.pollers.select_ import FD_SETSIZE_POSIX
 
+if sys.platform == "win32":
+    pytest.skip(
+        "the fds that fall back (files, devices, ptys, fds >= FD_SETSIZE) are POSIX ones; "
+        "asyncio's selector loop takes only sockets on Windows",
+        allow_module_level=True,
+    )
+
 #: Longest a test waits for an event that should come at once.
 TIMEOUT = 10.0
+
+
+def _tty_refusing_kqueue() -> Poller:
+    """The kqueue stand-in that refuses ttys with EINVAL, as macOS's kqueue does."""
+    from test_fallback import TtyRefusingKqueuePoller  # POSIX-only test module
+
+    return TtyRefusingKqueuePoller()
 
 
 def _fallbacks(loop: asyncio.AbstractEventLoop) -> dict[int, str]:
@@ -110,13 +124,18 @@ def test_add_reader_on_dev_null_next_to_a_socket(loop: asyncio.AbstractEventLoop
 
 def _high_fd(fd: int) -> int:
     """A dup of *fd* numbered >= FD_SETSIZE (skips if the fd limit is too low)."""
+    import fcntl  # POSIX only
+    import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = FD_SETSIZE_POSIX + 64
     if soft < want:
         if hard != resource.RLIM_INFINITY and hard < want:
             pytest.skip(f"the fd limit ({hard}) is below FD_SETSIZE + 64")
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return os.dup2(fd, FD_SETSIZE_POSIX + 10)
+    # The lowest free fd >= FD_SETSIZE: never one something else holds.
+    high: int = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FD_SETSIZE_POSIX)
+    return high
 
 
 @pytest.mark.skipif("select" not in POLLER_NAMES, reason="this run does not cover select")
@@ -151,7 +170,7 @@ def test_tty_refused_by_kqueue_stand_in_in_an_asyncio_program() -> None:
     # The macOS case of issue 11: kqueue refuses ttys with EINVAL, so tools
     # install a select() loop by hand. Here a pty is read through a
     # transport on a (stand-in) kqueue loop, next to a TCP connection.
-    loop = asyncio.SelectorEventLoop(PollerSelector(TtyRefusingKqueuePoller()))
+    loop = asyncio.SelectorEventLoop(PollerSelector(_tty_refusing_kqueue()))
     master, slave = os.openpty()
 
     async def main() -> tuple[bytes, bytes]:
@@ -212,7 +231,7 @@ class TestCPythonEventLoopOnTtyRefusingKqueue(test_events.SelectEventLoopTests):
     this kqueue refuses, as macOS's does, go through the fallback."""
 
     def create_event_loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.SelectorEventLoop(PollerSelector(TtyRefusingKqueuePoller()))
+        return asyncio.SelectorEventLoop(PollerSelector(_tty_refusing_kqueue()))
 
     @pytest.mark.skip(
         reason="the kqueue stand-in reads (so, on Linux, clears) SO_ERROR to report a "
