@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from iostream.bench import _jobs, _payload, _report, _runner, _tls
-from iostream.bench._config import BLOCK, LINE, QUICK, metrics_for
+from iostream.bench._config import BLOCK, LINE, OWN_WORKLOADS, QUICK, WORKLOADS, metrics_for
 from iostream.bench._main import main, plan
 from iostream.bench._peers import PEERS, make_peer
 
@@ -50,6 +50,13 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> _runner.Context:
 def _job(workload: str, peer: str, idle: int = 0) -> _runner.Job:
     label = make_peer(peer).label
     return _runner.Job(workload, _runner.Variant(peer, None, label), rep=1, idle=idle)
+
+
+def _needs(peer: str) -> None:
+    """Skip when an optional peer's library is not installed (the bench extra)."""
+    reason = PEERS[peer].unavailable()
+    if reason is not None:
+        pytest.skip(reason)
 
 
 # ---------------------------------------------------------------- sinks
@@ -144,12 +151,31 @@ def test_clock_subtracts_verification_and_needs_an_end() -> None:
 # ---------------------------------------------------------------- whole runs
 
 
-@pytest.mark.parametrize("workload", ["bulk", "lines", "echo"])
-def test_a_corrupted_run_posts_no_number(workload: str, context: _runner.Context) -> None:
-    outcome = _runner.run_job(_job(workload, "corrupt"), context)
+@pytest.mark.parametrize(
+    ("workload", "peer"),
+    [
+        ("bulk", "corrupt"),
+        ("lines", "corrupt"),
+        ("echo", "corrupt"),
+        # Both ends the peer: a receiver that spoils what it reads...
+        ("own-bulk", "corrupt"),
+        ("own-lines", "corrupt"),
+        ("own-bigmsg", "corrupt"),
+        # ... and an honest receiver whose own client spoils what it writes.
+        ("own-bulk", "corrupt-writer"),
+        ("own-lines", "corrupt-writer"),
+        ("own-bigmsg", "corrupt-writer"),
+    ],
+)
+def test_a_corrupted_run_posts_no_number(
+    workload: str, peer: str, context: _runner.Context
+) -> None:
+    outcome = _runner.run_job(_job(workload, peer), context)
     assert outcome.error is not None
+    # The verdict is the checks', not a crash: the receiver's or the echo client's.
+    assert "VerificationError" in outcome.error or "is not the line sent" in outcome.error
     assert not outcome.values
-    report = _report.Report(metrics_for(workload, TINY), ["corrupt"], None)
+    report = _report.Report(metrics_for(workload, TINY), [peer], None)
     report.add(outcome)
     assert report.failed
     assert "FAILED" in _report.markdown_table(report)
@@ -182,7 +208,118 @@ def test_protocol_peer_lines_without_delimiter(context: _runner.Context) -> None
     assert outcome.error is None, outcome.error
 
 
+_OWN_PEERS = [
+    SUBJECT,
+    "asyncio-streams",
+    "asyncio-protocol",
+    "tornado",
+    "uvloop-streams",
+    "trio",
+]
+
+
+@pytest.mark.parametrize("peer", _OWN_PEERS)
+@pytest.mark.parametrize("workload", sorted(OWN_WORKLOADS))
+def test_both_ends_workloads_complete_verified(
+    workload: str, peer: str, context: _runner.Context
+) -> None:
+    """The peer's own client writes, its own server reads; every byte checked."""
+    _needs(peer)
+    outcome = _runner.run_job(_job(workload, peer), context)
+    assert outcome.error is None, outcome.error
+    assert set(outcome.values) == set(outcome.job.metric_keys)
+    assert all(key.startswith("own-") for key in outcome.values)
+    assert all(value > 0 for value in outcome.values.values())
+    # The client's own CPU per phase is reported; the shared-sender flag is not.
+    assert set(outcome.extra["peer_sender_cpu_s"]) == set(outcome.values)
+    assert "sender_cpu" not in outcome.extra
+
+
+@pytest.mark.parametrize(
+    ("workload", "idle"), [("bulk", 0), ("lines", 0), ("bigmsg", 0), ("echo", 0), ("idle", 20)]
+)
+def test_trio_peer_shared_side_workloads(
+    workload: str, idle: int, context: _runner.Context
+) -> None:
+    _needs("trio")
+    outcome = _runner.run_job(_job(workload, "trio", idle), context)
+    assert outcome.error is None, outcome.error
+    assert all(value > 0 for value in outcome.values.values())
+
+
+def test_trio_peer_tls_and_memory(context: _runner.Context) -> None:
+    _needs("trio")
+    for workload in ("tls-bulk", "memory"):
+        outcome = _runner.run_job(_job(workload, "trio"), context)
+        assert outcome.error is None, (workload, outcome.error)
+
+
+@pytest.mark.parametrize("workload", ["echo", "lines", "own-lines"])
+def test_asyncio_on_iostream_loop_peer(workload: str, context: _runner.Context) -> None:
+    _needs("asyncio-on-iostream")
+    outcome = _runner.run_job(_job(workload, "asyncio-on-iostream"), context)
+    assert outcome.error is None, outcome.error
+    assert outcome.job.variant.label.startswith("asyncio-on-iostream-")
+
+
+def test_trio_reader_reads_exactly_and_until() -> None:
+    """The trio peer's buffered reader: sizes across chunk edges, delimiters split by them."""
+    _needs("trio")
+    import trio
+
+    from iostream.bench._peers.trio_peer import _BufferedReader, _Closed
+
+    class Chunks:
+        def __init__(self, chunks: list[bytes]) -> None:
+            self.chunks = chunks
+
+        async def receive_some(self) -> bytes:
+            return self.chunks.pop(0) if self.chunks else b""
+
+    async def main() -> list[bytes]:
+        reader = _BufferedReader(Chunks([b"abc", b"de\nfg", b"h", b"\r", b"\nxyz"]))
+        got = [await reader.read_exactly(2), await reader.read_until(b"\n", 100)]
+        got.append(await reader.read_until(b"\r\n", 100))
+        got.append(await reader.read_exactly(3))
+        with pytest.raises(_Closed):
+            await reader.read_exactly(1)
+        return got
+
+    assert trio.run(main) == [b"ab", b"cde\n", b"fgh\r\n", b"xyz"]
+
+
 # ---------------------------------------------------------------- planning and the command line
+
+
+def test_plan_runs_the_asyncio_on_iostream_peer_on_echo_and_lines_only() -> None:
+    jobs, notes = plan(["asyncio-streams", "asyncio-on-iostream"], list(WORKLOADS), None, TINY)
+    mine = {job.workload for job in jobs if job.variant.peer == "asyncio-on-iostream"}
+    assert mine == {"echo", "lines", "own-lines"}
+    assert {job.workload for job in jobs if job.variant.peer == "asyncio-streams"} == set(WORKLOADS)
+    assert any(note.startswith("asyncio-on-iostream runs only") for note in notes)
+
+
+def test_own_metrics_are_named_apart_from_the_shared_ones() -> None:
+    shared = metrics_for("bigmsg", TINY)
+    own = metrics_for("own-bigmsg", TINY)
+    assert [m.key for m in own] == ["own-bigmsg-bytes", "own-bigmsg-until"]
+    assert all("64 KiB write()s" in m.label for m in own)
+    assert [m.unit for m in own] == [m.unit for m in shared]
+    assert _jobs.parts("own-bigmsg") == ["own-bigmsg-bytes", "own-bigmsg-until"]
+    assert _jobs.phases_for("own-lines", TINY) == _jobs.phases_for("lines", TINY)
+
+
+def test_own_chunks_are_the_payload_in_64_kib_writes(tmp_path: Path) -> None:
+    for spec in _jobs.phases_for("own-lines", TINY) + _jobs.phases_for("own-bigmsg-until", TINY):
+        chunks = _jobs.own_chunks(spec, str(tmp_path))
+        assert all(len(chunk) == BLOCK for chunk in chunks[:-1])
+        assert 0 < len(chunks[-1]) <= BLOCK
+        assert sum(map(len, chunks)) == spec.total
+    (bulk,) = _jobs.phases_for("own-bulk", TINY)[1:]
+    chunks = _jobs.own_chunks(bulk, None)
+    assert [_payload.block_ok(bytes(chunk), seq) for seq, chunk in enumerate(chunks)] == [True] * (
+        TINY.bulk_bytes // BLOCK
+    )
 
 
 def test_plan_interleaves_repetitions_and_skips_select_above_its_limit() -> None:
@@ -203,20 +340,72 @@ def test_unknown_peer_or_workload_is_a_usage_error(capsys: pytest.CaptureFixture
     assert "--repeat" in capsys.readouterr().err
 
 
+def _report_with(
+    values: dict[str, dict[str, float]], workloads: list[str], mode: str = "full"
+) -> _report.Report:
+    """A report with one sample per (label, metric) of *values*, from *workloads*."""
+    report = _report.Report(
+        [m for workload in workloads for m in metrics_for(workload, TINY)],
+        list(values),
+        "iostream-epoll",
+        config={"mode": mode},
+    )
+    for label, by_key in values.items():
+        for workload in workloads:
+            job = _runner.Job(workload, _runner.Variant("x", None, label), 1)
+            report.add(_runner.Outcome(job, values={k: by_key[k] for k in job.metric_keys}))
+    return report
+
+
 def test_report_ratios_and_targets(tmp_path: Path) -> None:
-    metrics = metrics_for("bulk", TINY) + metrics_for("bigmsg", TINY)
-    report = _report.Report(metrics, ["iostream-epoll", "asyncio-streams"], "iostream-epoll")
-    for label, bulk, big in (("iostream-epoll", 300.0, 0.1), ("asyncio-streams", 100.0, 0.4)):
-        job = _runner.Job("bulk", _runner.Variant("x", None, label), 1)
-        report.add(_runner.Outcome(job, values={"bulk": bulk}))
-        job = _runner.Job("bigmsg", _runner.Variant("x", None, label), 1)
-        report.add(_runner.Outcome(job, values={"bigmsg-bytes": big, "bigmsg-until": big}))
+    report = _report_with(
+        {
+            "iostream-epoll": {"own-bulk": 300.0, "own-bigmsg-bytes": 0.1, "own-bigmsg-until": 0.1},
+            "asyncio-streams": {
+                "own-bulk": 100.0,
+                "own-bigmsg-bytes": 0.4,
+                "own-bigmsg-until": 0.4,
+            },
+            "trio": {"own-bulk": 400.0, "own-bigmsg-bytes": 0.1, "own-bigmsg-until": 0.1},
+        },
+        ["own-bulk", "own-bigmsg"],
+    )
+    metrics = report.metrics
     assert report.ratio(metrics[0], "iostream-epoll") == pytest.approx(3.0)
     assert report.ratio(metrics[1], "iostream-epoll") == pytest.approx(4.0)  # seconds: inverted
-    rows = {row["metric"]: row for row in _report.target_rows(report)}
-    assert rows["bulk"]["met"] is True
-    assert rows["echo"]["met"] is None
+    rows = {row["target"]: row for row in _report.target_rows(report)}
+    assert rows["bulk, both ends, >= 3x asyncio streams"]["met"] is True
+    ahead = rows["bulk, both ends, ahead of trio"]
+    assert ahead["measured"] == pytest.approx(0.75)
+    assert ahead["met"] is False
+    assert rows["echo >= 3x asyncio streams"]["met"] is None
     assert "3.00" in _report.markdown_table(report)
+
+
+def test_report_has_a_both_ends_table_and_a_shared_table() -> None:
+    report = _report_with(
+        {
+            "iostream-epoll": {"bulk": 300.0, "own-bulk": 200.0},
+            "asyncio-streams": {"bulk": 100.0, "own-bulk": 100.0},
+        },
+        ["bulk", "own-bulk"],
+    )
+    text = _report.markdown(dataclasses.replace(report, machine=_report.machine_info(), notes=[]))
+    both, shared = text.index(_report.BOTH_ENDS), text.index(_report.SHARED)
+    assert both < text.index("64 KiB write()s -> read_bytes") < shared
+    assert text.index("bulk 2 MiB, read_bytes") > shared
+    assert "2.00" in text[both:shared] and "3.00" in text[shared:]
+
+
+def test_quick_report_marks_indicative_rows() -> None:
+    values = {"iostream-epoll": {"tls-bulk": 150.0}, "asyncio-streams": {"tls-bulk": 100.0}}
+    quick = _report_with(values, ["tls-bulk"], mode="quick")
+    full = _report_with(values, ["tls-bulk"], mode="full")
+    assert "(indicative only)" in _report.markdown_table(quick)
+    assert "(indicative only)" not in _report.markdown_table(full)
+    assert _report.to_json(quick)["results"]["tls-bulk"]["indicative_only"] is True
+    row = next(r for r in _report.target_rows(quick) if r["metric"] == "tls-bulk")
+    assert row["indicative"] is True
 
 
 def test_load_meter_reports_other_processes_cores() -> None:

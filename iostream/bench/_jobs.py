@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from iostream.bench import _payload
-from iostream.bench._config import BLOCK, LINE, Sizes
+from iostream.bench._config import BLOCK, LINE, OWN, Sizes
 
 _HELLO = b"H"
 
@@ -54,11 +54,27 @@ def parts(workload: str) -> list[str]:
     default buffer limit, while one reading 16 MiB lines must raise it; on
     separate connections each gets the setting a user would choose.
     """
-    return ["bigmsg-bytes", "bigmsg-until"] if workload == "bigmsg" else [workload]
+    prefix = OWN if workload.startswith(OWN) else ""
+    base = workload[len(prefix) :]
+    if base == "bigmsg":
+        return [prefix + "bigmsg-bytes", prefix + "bigmsg-until"]
+    return [workload]
+
+
+def split_part(part: str) -> tuple[bool, str]:
+    """Return whether *part* is written by the peer's own client, and its shared-sender name."""
+    if part.startswith(OWN):
+        return True, part[len(OWN) :]
+    return False, part
 
 
 def phases_for(part: str, sizes: Sizes) -> list[PhaseSpec]:
-    """Return the phases of a one-way run (a :func:`parts` name), the hello first."""
+    """Return the phases of a one-way run (a :func:`parts` name), the hello first.
+
+    An ``own-*`` part has the phases of the shared-sender part it is named
+    after; labels are the shared names (the harness prefixes the metric).
+    """
+    part = split_part(part)[1]
     hello = PhaseSpec("", b"", False, len(_HELLO), 1)
     if part in ("bulk", "tls-bulk"):
         total = sizes.bulk_bytes if part == "bulk" else sizes.tls_bytes
@@ -111,6 +127,45 @@ def _slices(data: bytes) -> Iterator[Write]:
     step = BLOCK * BLOCKS_PER_WRITE
     for start in range(0, len(view), step):
         yield [view[start : start + step]]
+
+
+@dataclass
+class WritePhase:
+    """What a peer's own client runs (``own-*`` workloads): wait for ``go``, write ``chunks``.
+
+    The adapter reads ``len(go)`` bytes with its library and passes them to
+    ``check_go`` (which records a mismatch), calls ``begin()``, writes every
+    chunk with one ``write()`` call each, waiting for its library's flow
+    control as a user would, and calls ``end()`` once the library has handed
+    the last chunk to the kernel (or, where it cannot tell, once the write
+    returned). After the last phase it waits for the receiver to close.
+    """
+
+    go: bytes
+    chunks: list[memoryview]
+    check_go: Callable[[bytes], None]
+    begin: Callable[[], None]
+    end: Callable[[], None]
+
+
+def own_chunks(spec: PhaseSpec, cache_dir: str | None) -> list[memoryview]:
+    """The payload of *spec* as the peer's client writes it: ``BLOCK``-sized views, no copies.
+
+    Built in full before connecting (512 MiB for bulk), so building is never
+    on the clock and every library gets the same zero-copy buffers.
+    """
+    if not spec.label:
+        return [memoryview(_HELLO)]
+    if spec.label in ("bulk", "tls-bulk", "bigmsg-bytes"):
+        data = _payload.blocks(0, spec.total // BLOCK)
+    elif spec.label == "lines":
+        data = _payload.cached_lines(spec.count, cache_dir)
+    elif spec.label == "bigmsg-until":
+        data = _payload.until_message(spec.size)
+    else:
+        raise ValueError(f"spec: unknown phase {spec.label!r}")
+    view = memoryview(data)
+    return [view[start : start + BLOCK] for start in range(0, len(view), BLOCK)]
 
 
 # ---------------------------------------------------------------- receiver side

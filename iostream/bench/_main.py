@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         nargs="+",
         metavar="PEER",
-        help=f"peers to run (default: {' '.join(DEFAULT_PEERS)}; also: corrupt, "
-        "the harness self-test)",
+        help=f"peers to run (default: {' '.join(DEFAULT_PEERS)}; also: corrupt, corrupt-writer, "
+        "the harness self-tests)",
     )
     parser.add_argument(
         "--workloads",
@@ -84,8 +84,14 @@ def _pollers_for(option: str | None, workload: str) -> list[str | None]:
 def _variants(peers: list[str], option: str | None, workload: str) -> list[Variant]:
     variants: list[Variant] = []
     for name in peers:
+        only = PEERS[name].workloads
+        if only is not None and workload not in only:
+            continue
         pollers: list[str | None] = [None]
-        if name == "iostream":
+        # The asyncio loop on iostream's pollers: the one chosen, or the best one
+        # (not every poller: it is compared with asyncio's own loop).
+        one = option is not None and option.lower() != "all"
+        if name == "iostream" or (name == "asyncio-on-iostream" and one):
             pollers = _pollers_for(option, workload)
         for poller in pollers:
             variants.append(Variant(name, poller, make_peer(name, poller).label))
@@ -98,6 +104,10 @@ def plan(
     """Return the jobs in running order (repetitions interleaved) and the skip notes."""
     jobs: list[Job] = []
     notes: list[str] = []
+    for name in peers:
+        only = PEERS[name].workloads
+        if only is not None and set(workloads) - only:
+            notes.append(f"{name} runs only {', '.join(w for w in WORKLOADS if w in only)}")
     for rep in range(1, sizes.repeat + 1):
         for workload in workloads:
             counts = list(sizes.idle_counts) if workload == "idle" else [0]

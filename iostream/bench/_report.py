@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from iostream.bench._config import BASELINE, TARGETS, Metric
+from iostream.bench._config import BASELINE, OWN, QUICK_INDICATIVE, TARGETS, Metric, Target
 from iostream.bench._load import MAX_FOREIGN
 from iostream.bench._runner import Outcome
 
@@ -103,6 +103,15 @@ class Report:
         return notes
 
     @property
+    def quick(self) -> bool:
+        """Whether this is a ``--quick`` run."""
+        return self.config.get("mode") == "quick"
+
+    def indicative(self, metric: Metric) -> bool:
+        """Whether *metric*'s ratios are indicative only in this run (quick mode, see README)."""
+        return self.quick and metric.key in QUICK_INDICATIVE
+
+    @property
     def failed(self) -> bool:
         """Whether any run failed."""
         return any(cell.failures for cell in self.cells.values())
@@ -112,9 +121,9 @@ class Report:
         cell = self.cells.get((key, label))
         return cell.median if cell else None
 
-    def ratio(self, metric: Metric, label: str) -> float | None:
-        """How many times better than the baseline *label* is at *metric* (higher is better)."""
-        value, base = self.median(metric.key, label), self.median(metric.key, BASELINE)
+    def ratio(self, metric: Metric, label: str, baseline: str = BASELINE) -> float | None:
+        """How many times better than *baseline* *label* is at *metric* (higher is better)."""
+        value, base = self.median(metric.key, label), self.median(metric.key, baseline)
         if value is None or base is None or value <= 0 or base <= 0:
             return None
         return value / base if metric.higher_is_better else base / value
@@ -187,41 +196,77 @@ def markdown(report: Report) -> str:
         f"medians. Ratio ({TIMES}): times better than asyncio streams in the same run; "
         "higher is better in every row (for s and KiB it is asyncio's value over the peer's).",
         "",
-        markdown_table(report),
+        *_tables(report),
         *targets_markdown(report),
     ]
     notes = report.all_notes()
+    if report.quick:
+        notes.append(
+            "quick mode: its ratios agree with a full run within 25% except on the rows "
+            "marked indicative only (see bench/README.md, Quick mode)"
+        )
     if notes:
         out += ["", "Notes:", *(f"- {note}" for note in notes)]
     return "\n".join(out) + "\n"
 
 
-def markdown_table(report: Report) -> str:
-    """Return the results table: a row per metric, a column per peer."""
+#: The two tables: rows where both ends are the peer, and rows facing the shared side.
+BOTH_ENDS = "Both ends the peer (its own client writes 64 KiB write() calls, its own server reads)"
+SHARED = "Shared sender or client (the peer is the receiver or the echo server only)"
+
+
+def _tables(report: Report) -> list[str]:
+    out: list[str] = []
+    for title, own in ((BOTH_ENDS, True), (SHARED, False)):
+        table = markdown_table(report, own)
+        if table:
+            out += [f"**{title}**", "", table]
+    return out
+
+
+def markdown_table(report: Report, own: bool | None = None) -> str:
+    """Return a results table: a row per metric, a column per peer ("" if no row).
+
+    *own*: only the both-ends rows (True), only the shared-side rows
+    (False), or every row (None). A row whose ratios are indicative only
+    (quick mode) says so in its label.
+    """
     out = [
         "| workload | unit | " + " | ".join(report.labels) + " |",
         "|---|---|" + "---:|" * len(report.labels),
     ]
+    rows = 0
     for metric in report.metrics:
+        if own is not None and metric.key.startswith(OWN) != own:
+            continue
         if not any((metric.key, label) in report.cells for label in report.labels):
             continue
+        rows += 1
         row = [_cell_text(report, metric, label) for label in report.labels]
         arrow = "\u2191" if metric.higher_is_better else "\u2193"
-        out.append(f"| {metric.label} | {metric.unit} {arrow} | " + " | ".join(row) + " |")
-    return "\n".join(out) + "\n"
+        name = metric.label + (" (indicative only)" if report.indicative(metric) else "")
+        out.append(f"| {name} | {metric.unit} {arrow} | " + " | ".join(row) + " |")
+    return "\n".join(out) + "\n" if rows else ""
+
+
+def _subject(report: Report, target: Target) -> str | None:
+    """The column a target judges: the primary iostream one, or the first of its peer."""
+    if target.subject is None:
+        return report.primary
+    return next((label for label in report.labels if label.startswith(target.subject)), None)
 
 
 def target_rows(report: Report) -> list[dict[str, Any]]:
-    """Evaluate the issue's targets for the primary iostream column."""
+    """Evaluate the issue's targets (primary iostream column unless a target names another)."""
     rows: list[dict[str, Any]] = []
-    label = report.primary
     by_key = {metric.key: metric for metric in report.metrics}
     for target in TARGETS:
         metric = by_key.get(target.metric)
+        label = _subject(report, target)
         measured: float | None = None
         if metric is not None and label is not None:
             if target.versus is None:
-                measured = report.ratio(metric, label)
+                measured = report.ratio(metric, label, target.baseline or BASELINE)
             else:
                 value, base = (
                     report.median(target.metric, label),
@@ -231,6 +276,9 @@ def target_rows(report: Report) -> list[dict[str, Any]]:
         rows.append(
             {
                 "target": target.description,
+                "column": label,
+                "against": target.baseline or (None if target.versus else BASELINE),
+                "indicative": metric is not None and report.indicative(metric),
                 "metric": target.metric,
                 "needed": target.minimum,
                 "measured": measured,
@@ -243,7 +291,7 @@ def target_rows(report: Report) -> list[dict[str, Any]]:
 def targets_markdown(report: Report) -> list[str]:
     """The targets as a Markdown table."""
     lines = [
-        f"Targets ({report.primary} against {BASELINE}):",
+        f"Targets ({report.primary} against {BASELINE} unless the target names other columns):",
         "",
         "| target | needed | measured | met |",
         "|---|---:|---:|---|",
@@ -251,6 +299,8 @@ def targets_markdown(report: Report) -> list[str]:
     for row in target_rows(report):
         measured = "n/a" if row["measured"] is None else f"{row['measured']:.2f}{TIMES}"
         met = {None: "not measured", True: "yes", False: "**no**"}[row["met"]]
+        if row["indicative"] and row["met"] is not None:
+            met += " (indicative only)"
         lines.append(f"| {row['target']} | {row['needed']:.2f}{TIMES} | {measured} | {met} |")
     return lines
 
@@ -272,6 +322,8 @@ def to_json(report: Report) -> dict[str, Any]:
             }
         results[metric.key] = {
             "label": metric.label,
+            "both_ends": metric.key.startswith(OWN),
+            "indicative_only": report.indicative(metric),
             "unit": metric.unit,
             "higher_is_better": metric.higher_is_better,
             "peers": per_peer,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iostream.bench import _jobs, _load, _tls
-from iostream.bench._config import MiB, Sizes
+from iostream.bench._config import ONE_WAY_WORKLOADS, OWN, MiB, Sizes
 from iostream.bench._process import RunFailed, Worker
 
 #: select(2) cannot watch fds >= FD_SETSIZE on POSIX.
@@ -48,8 +48,8 @@ class Job:
     @property
     def metric_keys(self) -> list[str]:
         """The metrics this job produces."""
-        if self.workload == "bigmsg":
-            return ["bigmsg-bytes", "bigmsg-until"]
+        if self.workload in ("bigmsg", f"{OWN}bigmsg"):
+            return _jobs.parts(self.workload)
         if self.workload == "idle":
             return [f"idle-{self.idle}"]
         return [self.workload]
@@ -112,7 +112,7 @@ def run_job(job: Job, ctx: Context) -> Outcome:
 def run_once(job: Job, ctx: Context) -> Outcome:
     """Run *job* in fresh processes and return its verified values."""
     runner: Callable[[Job, Context], Outcome]
-    if job.workload in ("bulk", "lines", "bigmsg", "tls-bulk"):
+    if job.workload in ONE_WAY_WORKLOADS:
         runner = _one_way
     elif job.workload == "memory":
         runner = _memory
@@ -134,19 +134,40 @@ def _peer_spec(job: Job, ctx: Context, part: str | None = None) -> dict[str, Any
 
 
 def _one_way(job: Job, ctx: Context) -> Outcome:
+    """Run each part of a one-way workload; the extras say how busy the writing side was.
+
+    With the shared sender, ``sender_cpu`` (its busiest share of a core) can
+    flag the sender as the bottleneck. With the peer's own client,
+    ``peer_sender_cpu`` is that share and ``peer_sender_cpu_s`` the CPU
+    seconds it spent writing each phase: the write path's cost.
+    """
     values: dict[str, float] = {}
     busy = 0.0
+    seconds: dict[str, float] = {}
+    own = False
     for part in _jobs.parts(job.workload):
-        part_values, part_busy = _one_way_part(job, part, ctx)
+        own, _ = _jobs.split_part(part)
+        part_values, part_busy, part_seconds = _one_way_part(job, part, ctx)
         values.update(part_values)
         busy = max(busy, part_busy)
-    return Outcome(job, values=values, extra={"sender_cpu": round(busy, 3)})
+        seconds.update(part_seconds)
+    if own:
+        extra: dict[str, Any] = {
+            "peer_sender_cpu": round(busy, 3),
+            "peer_sender_cpu_s": {key: round(value, 4) for key, value in seconds.items()},
+        }
+    else:
+        extra = {"sender_cpu": round(busy, 3)}
+    return Outcome(job, values=values, extra=extra)
 
 
-def _one_way_part(job: Job, part: str, ctx: Context) -> tuple[dict[str, float], float]:
-    """Run one receiver/sender pair; return its values and the sender's busy share."""
+def _one_way_part(
+    job: Job, part: str, ctx: Context
+) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Run one receiver/sender pair; return its values, the sender's busy share and CPU s."""
     sizes = ctx.sizes
-    cert = ctx.cert if part == "tls-bulk" else None
+    own, base = _jobs.split_part(part)
+    cert = ctx.cert if base == "tls-bulk" else None
     common = {
         "workload": part,
         "sizes": sizes.to_json(),
@@ -157,7 +178,12 @@ def _one_way_part(job: Job, part: str, ctx: Context) -> tuple[dict[str, float], 
     sender: Worker | None = None
     try:
         port = receiver.expect("READY", sizes.timeout)["port"]
-        sender = Worker({"role": "send", "port": port, **common})
+        if own:
+            sender = Worker(
+                {"role": "write", "port": port, **common, **_peer_spec(job, ctx, part + "-client")}
+            )
+        else:
+            sender = Worker({"role": "send", "port": port, **common})
         got = receiver.expect("RESULT", sizes.timeout)
         sender_result = sender.expect("RESULT", sizes.timeout)
     finally:
@@ -166,12 +192,21 @@ def _one_way_part(job: Job, part: str, ctx: Context) -> tuple[dict[str, float], 
                 worker.finish(10.0)
     sent = sender_result["sent"]
     busy = max(share for label, share in sender_result["sender_cpu"].items() if label != "hello")
-    return _one_way_values(part, sizes, got["phases"], sent), busy
+    cpu_seconds = {
+        (OWN if own else "") + label: float(value)
+        for label, value in sender_result.get("sender_cpu_seconds", {}).items()
+        if label != "hello"
+    }
+    values = _one_way_values(part, sizes, got["phases"], sent)
+    if own:
+        values = {OWN + key: value for key, value in values.items()}
+    return values, busy, cpu_seconds
 
 
 def _one_way_values(
     part: str, sizes: Sizes, phases: dict[str, Any], sent: dict[str, int]
 ) -> dict[str, float]:
+    """The metrics of one part, keyed by the shared-sender names; checks the byte counts."""
     values: dict[str, float] = {}
     for spec in _jobs.phases_for(part, sizes):
         if not spec.label:

@@ -5,6 +5,8 @@ The JSON object's ``role`` picks what the process is:
 - ``receive``: a peer reading a one-way workload (it listens, accepts one
   connection, runs the phases, checks every byte, reports the times);
 - ``send``: the raw sender of a one-way workload;
+- ``write``: the peer's own client of an ``own-*`` workload (it connects
+  with the library and writes the payload in 64 KiB ``write()`` calls);
 - ``serve``: a peer's echo server (it answers ``stat`` on stdin with its
   connection count and RSS, and exits at stdin EOF);
 - ``client``: the shared echo client.
@@ -75,6 +77,60 @@ def send(spec: dict[str, Any]) -> dict[str, Any]:
         spec["port"], spec["workload"], sizes, _cert(spec), spec.get("cache_dir"), sizes.timeout
     )
     return {"sent": sent, "sender_cpu": busy}
+
+
+def write(spec: dict[str, Any]) -> dict[str, Any]:
+    """Role ``write``: the peer's own client, writing the payload of an ``own-*`` part.
+
+    Reports the bytes written per phase, and per phase the CPU seconds the
+    process used from the ``go`` bytes to the last chunk and the share of a
+    core that is (near 1.0: this client, not the receiver, set the pace).
+    """
+    peer = make_peer(spec["peer"], spec.get("poller"))
+    sizes = Sizes.from_json(spec["sizes"])
+    specs = _jobs.phases_for(spec["workload"], sizes)
+    cache_dir = spec.get("cache_dir")
+    sent: dict[str, int] = {}
+    cpu: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    faults: list[str] = []
+    phases = [_write_phase(s, cache_dir, sent, cpu, busy, faults) for s in specs]
+    gc.collect()
+    profile = _Profile(spec.get("profile"))
+    profile.start()
+    peer.send(spec["port"], phases, sizes.timeout)
+    profile.stop()
+    if faults:
+        raise BenchError(faults[0])
+    return {"sent": sent, "sender_cpu": busy, "sender_cpu_seconds": cpu}
+
+
+def _write_phase(
+    spec: _jobs.PhaseSpec,
+    cache_dir: str | None,
+    sent: dict[str, int],
+    cpu: dict[str, float],
+    busy: dict[str, float],
+    faults: list[str],
+) -> _jobs.WritePhase:
+    label = spec.label or "hello"
+    chunks = _jobs.own_chunks(spec, cache_dir)
+    marks: list[float] = []
+
+    def check_go(data: bytes) -> None:
+        if data != spec.go:
+            faults.append(f"phase {label!r}: wrong 'go' bytes {data!r}")
+
+    def begin() -> None:
+        marks[:] = [time.perf_counter(), time.process_time()]
+
+    def end() -> None:
+        wall, used = time.perf_counter() - marks[0], time.process_time() - marks[1]
+        sent[label] = sum(len(chunk) for chunk in chunks)
+        cpu[label] = used
+        busy[label] = used / wall if wall > 0 else 0.0
+
+    return _jobs.WritePhase(spec.go, chunks, check_go, begin, end)
 
 
 def serve(spec: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +209,7 @@ def client(spec: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-ROLES = {"receive": receive, "send": send, "serve": serve, "client": client}
+ROLES = {"receive": receive, "send": send, "write": write, "serve": serve, "client": client}
 
 
 def main(argv: list[str]) -> int:

@@ -7,11 +7,16 @@ so a missing optional peer costs nothing but its column.
 from __future__ import annotations
 
 from iostream.bench._peers.asyncio_protocol import AsyncioProtocolPeer
-from iostream.bench._peers.asyncio_streams import AsyncioStreamsPeer, UvloopStreamsPeer
+from iostream.bench._peers.asyncio_streams import (
+    AsyncioOnIostreamPeer,
+    AsyncioStreamsPeer,
+    UvloopStreamsPeer,
+)
 from iostream.bench._peers.base import BenchError, Peer, ServerStats
-from iostream.bench._peers.corrupt import CorruptPeer
+from iostream.bench._peers.corrupt import CorruptPeer, CorruptWriterPeer
 from iostream.bench._peers.iostream_peer import IostreamPeer
 from iostream.bench._peers.tornado_peer import TornadoPeer
+from iostream.bench._peers.trio_peer import TrioPeer
 
 __all__ = ["DEFAULT_PEERS", "PEERS", "BenchError", "Peer", "ServerStats", "make_peer"]
 
@@ -24,7 +29,10 @@ PEERS: dict[str, type[Peer]] = {
         AsyncioProtocolPeer,
         TornadoPeer,
         UvloopStreamsPeer,
+        TrioPeer,
+        AsyncioOnIostreamPeer,
         CorruptPeer,
+        CorruptWriterPeer,
     )
 }
 
@@ -35,6 +43,8 @@ DEFAULT_PEERS: tuple[str, ...] = (
     "asyncio-protocol",
     "tornado",
     "uvloop-streams",
+    "trio",
+    "asyncio-on-iostream",
 )
 
 

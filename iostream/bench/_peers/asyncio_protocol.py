@@ -3,7 +3,10 @@
 Fixed-size reads are cut out of one pending-bytes buffer; lines come from
 ``bytes.split(b"\\n")`` and go one by one to the phase's per-line function,
 without their delimiter (as Twisted's ``LineReceiver`` does), so
-``keeps_delimiter`` is ``False``.
+``keeps_delimiter`` is ``False``. The client of the ``own-*`` workloads is
+``create_connection`` with ``transport.write(chunk)`` per 64 KiB chunk,
+waiting only while the transport has called ``pause_writing`` (the
+Protocol's flow control).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
-from iostream.bench._jobs import ReadPhase
+from iostream.bench._jobs import ReadPhase, WritePhase
 from iostream.bench._peers import _aio
 from iostream.bench._peers.base import BACKLOG, BenchError, Peer, ServerStats
 
@@ -129,6 +132,76 @@ class PhaseProtocol(asyncio.Protocol):
             self.data_received(data)
 
 
+class SendProtocol(asyncio.Protocol):
+    """The own-workload client: buffers what arrives, honours ``pause_writing``."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.closed = False
+        self.transport: asyncio.WriteTransport | None = None
+        self._resumed: asyncio.Future[None] | None = None
+        self._arrived: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Buffer *data* and wake :meth:`wait_data`."""
+        self.received += data
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        """Note the end and close."""
+        self.closed = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Note the end; wake every waiter."""
+        self.closed = True
+        self._wake_reader()
+        self.resume_writing()
+
+    def _wake_reader(self) -> None:
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed its high-water mark: writes wait."""
+        self._resumed = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        """The buffer drained below its low-water mark."""
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+        self._resumed = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether the transport asked for writes to wait."""
+        return self._resumed is not None
+
+    async def writable(self) -> None:
+        """Return once writing is not paused."""
+        if self._resumed is not None:
+            await self._resumed
+
+    async def wait_data(self, size: int) -> bytes:
+        """Return the first *size* bytes received (all of them at the close if *size* < 0)."""
+        while (size < 0 or len(self.received) < size) and not self.closed:
+            self._arrived = asyncio.get_running_loop().create_future()
+            await self._arrived
+        if size < 0:
+            size = len(self.received)
+        elif len(self.received) < size:
+            raise BenchError(f"connection closed while {size} bytes were due")
+        data = bytes(self.received[:size])
+        del self.received[:size]
+        return data
+
+
 class EchoProtocol(asyncio.Protocol):
     """Echoes each line, one ``write`` per line."""
 
@@ -188,6 +261,30 @@ class AsyncioProtocolPeer(Peer):
             await finished
         finally:
             transport.close()
+
+    def send(self, port: int, phases: list[WritePhase], timeout: float) -> None:
+        """Connect with ``create_connection``; ``transport.write`` per chunk, paused as told."""
+        _aio.run(asyncio.new_event_loop, self._send(port, phases), timeout)
+
+    async def _send(self, port: int, phases: list[WritePhase]) -> None:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(SendProtocol, "127.0.0.1", port)
+        try:
+            for phase in phases:
+                if phase.go:
+                    phase.check_go(await protocol.wait_data(len(phase.go)))
+                phase.begin()
+                write, writable = transport.write, protocol.writable
+                for chunk in phase.chunks:
+                    write(chunk)
+                    if protocol.paused:
+                        await writable()
+                phase.end()
+            extra = await protocol.wait_data(-1)
+        finally:
+            transport.close()
+        if extra:
+            raise BenchError(f"{len(extra)} bytes after the last phase")
 
     def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
         """Echo lines with ``create_server``."""

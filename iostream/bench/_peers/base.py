@@ -2,8 +2,11 @@
 
 A *peer* is one library under test. The harness gives it either an accepted
 socket and a list of :class:`~iostream.bench._jobs.ReadPhase` (the one-way
-workloads: the peer is the receiver) or nothing but a :class:`ServerStats`
-(echo, idle and memory: the peer is a line echo server on 127.0.0.1). The
+workloads: the peer is the receiver), a port and a list of
+:class:`~iostream.bench._jobs.WritePhase` (the ``own-*`` workloads: the
+peer's own client connects and writes, while the same peer reads in another
+process), or nothing but a :class:`ServerStats` (echo, idle and memory: the
+peer is a line echo server on 127.0.0.1). The
 adapter only translates those into its library's idiom; timing, payloads and
 verification belong to the harness.
 """
@@ -16,7 +19,7 @@ import ssl
 from collections.abc import Callable
 from typing import ClassVar
 
-from iostream.bench._jobs import ReadPhase
+from iostream.bench._jobs import ReadPhase, WritePhase
 
 #: Listen backlog for the echo servers: 10,000 connections arrive in bursts.
 BACKLOG = 4096
@@ -38,11 +41,14 @@ class Peer(abc.ABC):
 
     ``name`` is what ``--peers`` accepts; ``keeps_delimiter`` says whether
     lines reach ``feed`` with their ``b"\\n"`` (``read_until`` semantics) or
-    without it (``bytes.split`` in a Protocol).
+    without it (``bytes.split`` in a Protocol); ``workloads`` limits a peer
+    that exists for some workloads only.
     """
 
     name: ClassVar[str]
     keeps_delimiter: ClassVar[bool] = True
+    #: The workloads this peer runs (``None``: all of them).
+    workloads: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, poller: str | None = None) -> None:
         self.poller = poller
@@ -69,6 +75,17 @@ class Peer(abc.ABC):
 
         Raise :class:`BenchError` if the stream closes early, the library
         reports an error, or *timeout* seconds pass.
+        """
+
+    @abc.abstractmethod
+    def send(self, port: int, phases: list[WritePhase], timeout: float) -> None:
+        """Connect to 127.0.0.1:*port* with the library's own client and run *phases*.
+
+        Each phase: read its ``go`` bytes (pass them to ``check_go``),
+        ``begin()``, one library ``write`` per chunk with the library's
+        usual flow control, ``end()``. Then wait for the other side to close.
+        Raise :class:`BenchError` if the stream closes early, bytes arrive
+        after the last phase, or *timeout* seconds pass.
         """
 
     @abc.abstractmethod

@@ -2,8 +2,12 @@
 
 Each read is issued from the previous read's callback (``read_until`` chained
 from the callback), which is the path the stream's trampoline exists for. The
-echo server is a :class:`~iostream.TCPServer` whose streams write each line
-back and read the next one from the same callback.
+client of the ``own-*`` workloads connects with ``IOStream.connect`` and
+writes each 64 KiB chunk with ``write(chunk, callback)``, the next chunk
+written from that callback (it runs once the kernel has taken the chunk):
+one write outstanding, the callback API's flow control. The echo server is
+a :class:`~iostream.TCPServer` whose streams write each line back and read
+the next one from the same callback.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from iostream.bench._jobs import ReadPhase
+from iostream.bench._jobs import ReadPhase, WritePhase
 from iostream.bench._peers.base import BenchError, Peer, ServerStats
 
 if TYPE_CHECKING:
@@ -65,6 +69,20 @@ class IostreamPeer(Peer):
         finally:
             loop.close(all_fds=True)
 
+    def send(self, port: int, phases: list[WritePhase], timeout: float) -> None:
+        """Connect with ``IOStream.connect``; write each chunk from the previous one's callback."""
+        from iostream import IOLoop, IOStream
+
+        loop = IOLoop(self.poller)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            stream = IOStream(sock, io_loop=loop)
+            runner = _WriteRunner(loop, stream, iter(phases))
+            stream.connect(("127.0.0.1", port), runner.next_phase)
+            runner.run(timeout)
+        finally:
+            loop.close(all_fds=True)
+
     def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
         """Echo lines with a :class:`~iostream.TCPServer`."""
         from iostream import IOLoop, StreamClosedError, TCPServer
@@ -87,24 +105,30 @@ class IostreamPeer(Peer):
         loop.start()
 
 
-class _PhaseRunner:
-    """Drives the phases on one stream; :meth:`run` returns when all are done."""
+class _Runner:
+    """Runs a loop until :meth:`_finish` or a fault; :meth:`run` raises on a fault."""
 
-    def __init__(self, loop: IOLoop, stream: IOStream, phases: Iterator[ReadPhase]) -> None:
+    def __init__(self, loop: IOLoop, stream: IOStream) -> None:
         self._loop = loop
         self._stream = stream
-        self._phases = phases
         self._done = False
         self._fault: str | None = None
+
+    def _start(self) -> None:
+        """Called once the loop runs."""
 
     def run(self, timeout: float) -> None:
         """Run the loop until every phase is done; raise :class:`BenchError` if not."""
         self._stream.set_close_callback(self._on_close)
         self._loop.call_later(timeout, self._stop, f"timed out after {timeout} s")
-        self._loop.add_callback(self._next_phase)
+        self._loop.add_callback(self._start)
         self._loop.start()
         if not self._done:
             raise BenchError(self._fault or "stopped before the end")
+
+    def _finish(self) -> None:
+        self._done = True
+        self._stop()
 
     def _stop(self, fault: str | None = None) -> None:
         if fault and not self._done and self._fault is None:
@@ -115,11 +139,21 @@ class _PhaseRunner:
         if not self._done:
             self._stop(f"stream closed before the end: {self._stream.error!r}")
 
+
+class _PhaseRunner(_Runner):
+    """Drives the read phases on one stream; :meth:`run` returns when all are done."""
+
+    def __init__(self, loop: IOLoop, stream: IOStream, phases: Iterator[ReadPhase]) -> None:
+        super().__init__(loop, stream)
+        self._phases = phases
+
+    def _start(self) -> None:
+        self._next_phase()
+
     def _next_phase(self) -> None:
         phase = next(self._phases, None)
         if phase is None:
-            self._done = True
-            self._stop()
+            self._finish()
             return
         stream = self._stream
         phase.begin()
@@ -166,3 +200,55 @@ class _PhaseRunner:
                 self._next_phase()
 
         stream.read_bytes(size, on_block)
+
+
+class _WriteRunner(_Runner):
+    """The own-workload client: per phase, read ``go``, then write the chunks one by one.
+
+    :meth:`next_phase` is the connect callback; after the last phase it
+    reads until the receiver closes (expecting nothing more).
+    """
+
+    def __init__(self, loop: IOLoop, stream: IOStream, phases: Iterator[WritePhase]) -> None:
+        super().__init__(loop, stream)
+        self._phases = phases
+
+    def next_phase(self) -> None:
+        """Start the next phase (or, after the last, wait for the receiver's close)."""
+        stream = self._stream
+        phase = next(self._phases, None)
+        if phase is None:
+            stream.set_close_callback(None)
+            stream.read_until_close(self._on_end)
+            return
+        if phase.go:
+
+            def on_go(data: bytes) -> None:
+                phase.check_go(data)
+                self._write(phase)
+
+            stream.read_bytes(len(phase.go), on_go)
+        else:
+            self._write(phase)
+
+    def _write(self, phase: WritePhase) -> None:
+        """``write(chunk, callback)``, the next chunk written from the callback."""
+        write = self._stream.write
+        chunks = iter(phase.chunks)
+
+        def on_written() -> None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                phase.end()
+                self.next_phase()
+            else:
+                write(chunk, on_written)
+
+        phase.begin()
+        on_written()
+
+    def _on_end(self, data: bytes) -> None:
+        if data:
+            self._stop(f"{len(data)} bytes after the last phase")
+        else:
+            self._finish()

@@ -2,7 +2,9 @@
 
 Tornado runs on asyncio's default event loop. The echo server is Tornado's
 ``TCPServer`` with the documented coroutine idiom: ``read_until``, then
-``await write``.
+``await write``. The client of the ``own-*`` workloads is ``TCPClient().connect``
+with ``await stream.write(chunk)`` per 64 KiB chunk (Tornado's flow control:
+the Future resolves once the chunk has been handed to the kernel).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from iostream.bench._jobs import ReadPhase
+from iostream.bench._jobs import ReadPhase, WritePhase
 from iostream.bench._peers import _aio
 from iostream.bench._peers.base import BACKLOG, BenchError, Peer, ServerStats
 
@@ -44,9 +46,36 @@ class TornadoPeer(Peer):
         """Read every phase with ``read_bytes`` / ``read_until``."""
         _aio.run(asyncio.new_event_loop, _receive(sock, tls, phases), timeout)
 
+    def send(self, port: int, phases: list[WritePhase], timeout: float) -> None:
+        """Connect with ``TCPClient``; ``await write(chunk)`` per chunk."""
+        _aio.run(asyncio.new_event_loop, _send(port, phases), timeout)
+
     def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
         """Echo lines with a Tornado ``TCPServer``."""
         _aio.run(asyncio.new_event_loop, _serve(stats, ready), None)
+
+
+async def _send(port: int, phases: list[WritePhase]) -> None:
+    from tornado.iostream import StreamClosedError
+    from tornado.tcpclient import TCPClient
+
+    stream = await TCPClient().connect("127.0.0.1", port)
+    try:
+        for phase in phases:
+            if phase.go:
+                phase.check_go(await stream.read_bytes(len(phase.go)))
+            phase.begin()
+            write = stream.write
+            for chunk in phase.chunks:
+                await write(chunk)
+            phase.end()
+        extra = await stream.read_until_close()
+    except StreamClosedError as exc:
+        raise BenchError(f"tornado stream closed: {exc!r} {stream.error!r}") from exc
+    finally:
+        stream.close()
+    if extra:
+        raise BenchError(f"{len(extra)} bytes after the last phase")
 
 
 async def _receive(
