@@ -205,6 +205,7 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     _install_policy(chosen)
     _install_excepthook()
+    _release_logging()
     try:
         _execute(command)
     except KeyboardInterrupt as exc:
@@ -218,6 +219,24 @@ def main(argv: list[str]) -> int:
         _error(str(exc))
         return 1
     return 0
+
+
+def _release_logging() -> None:
+    """Leave logging as ``python SCRIPT`` has it: no handler of the command line's.
+
+    The command line puts a NullHandler on the ``iostream`` logger to keep
+    its own commands quiet; in the program it would silence what iostream
+    logs (an exception in a callback, say), which logging's last resort
+    prints to stderr under ``python SCRIPT``. With ``-v`` it installs
+    stderr logging instead, which is what was asked for, and stays.
+    """
+    logging_module = sys.modules.get("logging")
+    if logging_module is None:
+        return
+    logger = logging_module.getLogger("iostream")
+    for handler in list(logger.handlers):
+        if type(handler) is logging_module.NullHandler:
+            logger.removeHandler(handler)
 
 
 def _install_policy(poller: str) -> None:

@@ -200,6 +200,18 @@ def test_keyboard_interrupt_prints_the_traceback_and_exits_130(tmp_path: Path) -
     assert ours.stderr.rstrip().endswith("KeyboardInterrupt")
 
 
+def test_iostream_logging_reaches_stderr_as_under_python(tmp_path: Path) -> None:
+    # The command line keeps its own commands quiet with a NullHandler on the
+    # "iostream" logger; the program must not inherit it, or an error that
+    # iostream logs in the program would vanish.
+    script = tmp_path / "logs.py"
+    script.write_text('import logging\nlogging.getLogger("iostream.ioloop").error("logged")\n')
+    plain = _run([str(script)], tmp_path)
+    ours = _launch([str(script)], tmp_path)
+    assert plain.stderr == "logged\n"
+    assert (ours.returncode, ours.stderr) == (plain.returncode, plain.stderr)
+
+
 def test_future_imports_do_not_leak_into_the_program(tmp_path: Path) -> None:
     # The launcher's modules use `from __future__ import annotations`; the
     # program must be compiled with its own flags only.
