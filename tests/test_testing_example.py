@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "lineproto"
 PACKAGE_PARENT = Path(iostream.__file__).resolve().parent.parent
 
-#: Tests in examples/lineproto/tests per poller: plain, windows, 8 seeds, schedules.
-TESTS_PER_POLLER = 11
+#: Tests in examples/lineproto/tests per poller: plain, windows, 8 seeds,
+#: any schedule, short-only schedules.
+TESTS_PER_POLLER = 12
 
 pytestmark = pytest.mark.skipif(
     not EXAMPLE.is_dir(), reason=f"{EXAMPLE} is not in this copy (sdist without examples/)"
@@ -98,7 +99,12 @@ def test_naive_fails_under_windows_and_chaos_with_a_readable_schedule() -> None:
     # Plain sockets hide both bugs; every fault socket shows one.
     assert _summary(out) == {"passed": 1, "failed": TESTS_PER_POLLER - 1}, out[-3000:]
     failed = set(re.findall(r"^FAILED tests/test_echo.py::(\w+)", out, re.MULTILINE))
-    assert failed == {"test_windows_send_rules", "test_chaos_seeded", "test_chaos_schedules"}
+    assert failed == {
+        "test_windows_send_rules",
+        "test_chaos_seeded",
+        "test_chaos_schedules",
+        "test_short_sends_and_reads",
+    }
     # Winsock's refusal of a large send, as Python on Windows reports it.
     assert "[WinError 10055] No buffer space available" in out
     # The seeded failures come with the fault record and a replay line.
@@ -116,3 +122,13 @@ def test_naive_fails_under_windows_and_chaos_with_a_readable_schedule() -> None:
     schedules = dict(re.findall(r"(send_faults|recv_faults)=(\[[^\]]*\])", case.group(1)))
     tokens = [t for s in schedules.values() for t in s.strip("[]").split(",") if t.strip()]
     assert len(tokens) == 1, case.group(0)
+    # Without any error, a short send or read alone breaks the naive framing:
+    # the reply list shows a message cut in two.
+    case = re.search(
+        r"(?:Falsifying example|Failing test case): test_short_sends_and_reads\((.*?)\n[E ]*\)",
+        out,
+        re.DOTALL,
+    )
+    assert case is not None, out[-4000:]
+    assert re.search(r"(send|recv)_faults=\[short\(1\)\]", case.group(1)), case.group(0)
+    assert "AssertionError: assert [b'H', b'ELLO" in out

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from iostream import IOLoop
 from iostream.testing import ChaosSocket, Fault, WindowsSocket, run_until, socket_pair
-from iostream.testing.strategies import recv_schedules, send_schedules
+from iostream.testing.strategies import fault_schedules, recv_schedules, send_schedules
 
 MESSAGES = [b"hello", b"world", b"x" * 3000, b"bye"]
 
@@ -87,6 +87,27 @@ def test_chaos_schedules(
     io_loop: IOLoop, impl: ModuleType, send_faults: list[Fault], recv_faults: list[Fault]
 ) -> None:
     """Any schedule of faults on the client socket; Hypothesis shrinks a failing one."""
+    a, b = socket_pair()
+    client = ChaosSocket.wrap(a, send_faults, recv_faults)
+    assert echo(io_loop, impl, client, b, MESSAGES) == [m.upper() for m in MESSAGES]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    send_faults=fault_schedules(["ok", "short"]),
+    recv_faults=fault_schedules(["ok", "short"]),
+)
+def test_short_sends_and_reads(
+    io_loop: IOLoop, impl: ModuleType, send_faults: list[Fault], recv_faults: list[Fault]
+) -> None:
+    """Only what POSIX allows without any error: fewer bytes than asked, each way."""
     a, b = socket_pair()
     client = ChaosSocket.wrap(a, send_faults, recv_faults)
     assert echo(io_loop, impl, client, b, MESSAGES) == [m.upper() for m in MESSAGES]
