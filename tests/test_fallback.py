@@ -90,6 +90,86 @@ class TtyRefusingKqueuePoller(KqueuePoller):
     _select = _TTY_REFUSING_SELECT
 
 
+class _PollableTtyRefusingQueue(_TtyRefusingQueue):
+    """...with, as a real kqueue has, an fd that is readable while events are pending.
+
+    kqueue(2): the queue itself can be watched by select, poll or kevent.
+    Modelled with an epoll set kept in step with the notes after every
+    ``control``: EVFILT_READ as EPOLLIN|EPOLLRDHUP (EPOLLRDHUP alone for the
+    NOTE_LOWAT note that watches for errors only), EVFILT_WRITE as EPOLLOUT.
+    Not modelled: EV_CLEAR (a retrieved event still rings; the fallback
+    copes with a lying doorbell, see the test of that).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ring = select.epoll()
+        #: fd -> (mask, file) as registered in the ring.
+        self._ring_fds: dict[int, tuple[int, tuple[int, int]]] = {}
+
+    def fileno(self) -> int:
+        """The fd that select()/poll() see readable while events are pending."""
+        return self._ring.fileno()
+
+    def close(self) -> None:
+        """Close the queue and its ring."""
+        super().close()
+        self._ring.close()
+
+    def control(
+        self, changelist: Any, max_events: int, timeout: float | None = None
+    ) -> list[kq.kevent]:
+        try:
+            return super().control(changelist, max_events, timeout)
+        finally:
+            if not self.closed:
+                self._sync_ring()
+
+    def _sync_ring(self) -> None:
+        want: dict[int, tuple[int, tuple[int, int]]] = {}
+        for (fd, flt), note in self._notes.items():
+            if not note.enabled:
+                continue
+            if flt == kq.KQ_FILTER_READ:
+                lowat = note.fflags & kq.KQ_NOTE_LOWAT
+                bit = select.EPOLLRDHUP if lowat else select.EPOLLIN | select.EPOLLRDHUP
+            else:
+                bit = select.EPOLLOUT
+            mask = want.get(fd, (0, note.file))[0]
+            want[fd] = (mask | bit, note.file)
+        rebuild = False
+        for fd, entry in list(self._ring_fds.items()):
+            if want.get(fd) != entry:
+                del self._ring_fds[fd]
+                try:
+                    self._ring.unregister(fd)
+                except OSError:
+                    # Closed meanwhile. kqueue drops a closed fd's notes, but
+                    # epoll keeps the entry while a dup of the file lives:
+                    # only a new epoll set is rid of it.
+                    rebuild = True
+        if rebuild:
+            self._ring.close()
+            self._ring = select.epoll()
+            self._ring_fds.clear()
+        for fd, entry in want.items():
+            if fd not in self._ring_fds:
+                try:
+                    self._ring.register(fd, entry[0])
+                except OSError:
+                    continue
+                self._ring_fds[fd] = entry
+
+
+class PollableTtyRefusingKqueuePoller(KqueuePoller):
+    """KqueuePoller over the tty-refusing stand-in whose queue has an fd (as macOS's)."""
+
+    _select = types.SimpleNamespace(
+        **{name: value for name, value in vars(_TTY_REFUSING_SELECT).items() if name != "kqueue"},
+        kqueue=_PollableTtyRefusingQueue,
+    )
+
+
 # -- helpers -------------------------------------------------------------------------
 
 
@@ -164,6 +244,12 @@ class _FallbackContract(test_pollers.TestContract):
         """The backend wrapped for *name*."""
         return pollers.BACKENDS[name]
 
+    #: The secondaries to use (None: the default).
+    secondaries: list[type[Poller]] | None = None
+
+    #: How the engaged wait combines (FallbackPoller.wait_mode), by primary name.
+    engaged_wait = {"epoll": "doorbell", "select": "mirror", "kqueue": "mirror"}
+
     @pytest.fixture
     def make(self, name: str, mode: str) -> Iterator[Callable[[], Poller]]:
         """Makes a FallbackPoller over the backend, engaged in ``engaged`` mode."""
@@ -171,13 +257,15 @@ class _FallbackContract(test_pollers.TestContract):
         cls = self.primary_class(name)
 
         def make_one() -> Poller:
-            poller = FallbackPoller(cls())
+            poller = FallbackPoller(cls(), secondaries=self.secondaries)
+            assert poller.wait_mode == "direct"
             if mode == "engaged":
                 fd = _refused_fd(name, keep)
                 poller.register(fd, READ)
                 poller.modify(fd, 0)  # parked: reports nothing, engages the wait
                 assert list(poller.fallbacks) == [fd]
                 assert poller.secondary is not None
+                assert poller.wait_mode == self.engaged_wait[name]
             return poller
 
         try:
@@ -247,6 +335,19 @@ class TestTtyRefusingKqueueContract(_FallbackContract):
         finally:
             poller.unregister(high)
             os.close(high)
+
+
+@needs_pty
+@needs_epoll
+class TestMacosShapedKqueueContract(TestTtyRefusingKqueueContract):
+    """As on macOS: kqueue (with a pollable queue fd) refusing ttys, select as the secondary."""
+
+    secondaries = [SelectPoller]
+    engaged_wait = {"kqueue": "doorbell"}
+
+    def primary_class(self, name: str) -> type[Poller]:
+        """The tty-refusing kqueue stand-in whose queue has an fd."""
+        return PollableTtyRefusingKqueuePoller
 
 
 def test_the_stand_in_refuses_ttys_only(pair: Pair) -> None:
@@ -345,15 +446,22 @@ def test_device_epoll_refuses_goes_to_poll_and_the_wait_hears_both(pair: Pair) -
 
 @needs_pty
 @pytest.mark.parametrize("secondary", ["poll", "select"])
-def test_tty_refused_by_kqueue_falls_back(pair: Pair, secondary: str) -> None:
-    """READ, WRITE and hang-up on the pty, and READ on a kqueue socket, in one sequence."""
+@pytest.mark.parametrize("queue_fd", [False, True], ids=["mirror", "doorbell"])
+def test_tty_refused_by_kqueue_falls_back(pair: Pair, secondary: str, queue_fd: bool) -> None:
+    """READ, WRITE and hang-up on the pty, and READ on a kqueue socket, in one sequence.
+
+    Twice: over the stand-in queue (no fd: the secondary mirrors kqueue's
+    fds) and over one with an fd, as macOS's has (the secondary watches it).
+    """
     if secondary not in pollers.available():
         pytest.skip(f"{secondary} is not available here")
+    if queue_fd and not HAVE_EPOLL:
+        pytest.skip("the pollable stand-in queue needs epoll")
     a, b = pair
     master, slave = os.openpty()
     master_open = True
     try:
-        primary = TtyRefusingKqueuePoller()
+        primary = PollableTtyRefusingKqueuePoller() if queue_fd else TtyRefusingKqueuePoller()
         secondaries = [pollers.BACKENDS[secondary]]
         with FallbackPoller(primary, secondaries=secondaries) as poller:
             assert poller.name == "kqueue"
@@ -362,6 +470,7 @@ def test_tty_refused_by_kqueue_falls_back(pair: Pair, secondary: str) -> None:
             reason = poller.fallbacks[slave]
             assert "kqueue refused it" in reason and "Invalid argument" in reason
             assert f"watched by {secondary}" in reason
+            assert poller.wait_mode == ("doorbell" if queue_fd else "mirror")
             # WRITE on the tty at once; READ is not there yet.
             events, _ = poll_until(poller, slave, WRITE)
             assert events == WRITE
@@ -384,11 +493,12 @@ def test_tty_refused_by_kqueue_falls_back(pair: Pair, secondary: str) -> None:
             if secondary == "poll":
                 assert events & ERROR  # POLLHUP; select sees a hang-up as READ only
             # The kqueue socket still works next to the hung-up tty.
+            assert poller.wait_mode == ("doorbell" if queue_fd else "mirror")  # kept throughout
             poller.unregister(slave)
             a.send(b"more")
             events, _ = poll_until(poller, b.fileno(), READ)
             assert events == READ
-            assert poller.secondary is None
+            assert poller.secondary is None and poller.wait_mode == "direct"
     finally:
         if master_open:
             os.close(master)

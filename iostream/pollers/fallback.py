@@ -281,6 +281,19 @@ class FallbackPoller(Poller):
         return dict(self._fallbacks)
 
     @property
+    def wait_mode(self) -> str:
+        """How ``poll`` waits now (see the module docstring).
+
+        ``"direct"``: nothing fell back, the primary's ``poll`` is called;
+        ``"files"``: only always-ready files fell back; ``"doorbell"``: the
+        secondary waits, and watches the primary's kernel fd; ``"mirror"``:
+        the secondary waits, and watches a mirror of the primary's fds.
+        """
+        if self._waiter is not None:
+            return "mirror" if self._mirror is not None else "doorbell"
+        return "files" if self._files else "direct"
+
+    @property
     def secondary(self) -> Poller | None:
         """The secondary poller watching refused devices, or None when there is none."""
         return self._waiter
