@@ -496,7 +496,7 @@ def probe_cell(cls: type[Poller], kind: str, timeout: float = DEFAULT_TIMEOUT) -
 # -- fork ----------------------------------------------------------------------
 
 
-def _fork_probe(cls: type[Poller], timeout: float) -> Cell:
+def _fork_probe(cls: Callable[[], Poller], timeout: float) -> Cell:
     """A forked child gets a working poller, and its changes stay its own."""
     if not hasattr(os, "fork") or sys.platform == "win32":
         return Cell(NOT_HERE, "no fork() on this platform")
@@ -511,7 +511,10 @@ def _fork_probe(cls: type[Poller], timeout: float) -> Cell:
             closer()
         return Cell(FAILED, f"{type(exc).__name__}: {exc}")
     try:
-        poller.register(b, READ)
+        try:
+            poller.register(b, READ)
+        except (ValueError, OSError) as exc:
+            return Cell(REFUSED, f"register for READ: {exc}")
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork() in a process with threads; the
             # child only polls, writes one message and _exit()s.
@@ -576,8 +579,14 @@ def _fork_child(poller: Poller, b: socket.socket, wfd: int, timeout: float) -> N
 
 
 def fork_cell(cls: type[Poller], timeout: float = DEFAULT_TIMEOUT) -> Cell:
-    """The fork column for poller class *cls*."""
-    return _fork_probe(cls, timeout)
+    """The fork column for poller class *cls* (through the fallback if it refuses a socket)."""
+    cell = _fork_probe(cls, timeout)
+    if cell.result != REFUSED:
+        return cell
+    through = _fork_probe(lambda: FallbackPoller(cls()), timeout)
+    if through.result == OK:
+        return Cell(FALLBACK, f"{cell.detail}; the fallback watched it")
+    return Cell(REFUSED, f"{cell.detail}; the fallback: {through.result} ({through.detail})")
 
 
 # -- the quick probe -----------------------------------------------------------
@@ -778,16 +787,18 @@ def format_report(report: Report) -> str:
     if report.default is not None:
         lines.append(f"* the default poller here ({report.default_source})")
     notes: list[str] = []
+    absent = set()
     for column in report.columns:
-        column_cells = [(name, report.cells[name][column]) for name in names]
-        if len(names) > 1 and all(cell.result == NOT_HERE for _, cell in column_cells):
-            details = {cell.detail for _, cell in column_cells}
-            notes.append(f"  {column}: n/a everywhere: {'; '.join(sorted(details))}")
-            continue
+        column_cells = [report.cells[name][column] for name in names]
+        if len(names) > 1 and all(cell.result == NOT_HERE for cell in column_cells):
+            absent.add(column)
+            details = sorted({cell.detail for cell in column_cells})
+            notes.append(f"  {column}: n/a everywhere: {'; '.join(details)}")
+    for name in names:
         notes += [
             f"  {name} x {column}: {cell.result}: {cell.detail}"
-            for name, cell in column_cells
-            if cell.result != OK and cell.detail
+            for column, cell in report.cells[name].items()
+            if cell.result != OK and cell.detail and column not in absent
         ]
     if notes:
         lines += ["", "Details:", *notes]

@@ -472,3 +472,12 @@ def test_an_fd_kind_that_cannot_be_made_is_not_here() -> None:
     cell = _probe_once(SelectPoller, broken_kind, FAST)
     assert cell.result == NOT_HERE
     assert "Too many open files" in cell.detail
+
+
+def test_fork_column_goes_through_the_fallback_for_a_refusing_poller() -> None:
+    from iostream._doctor import fork_cell
+
+    cell = fork_cell(RefusesEverythingPoller, FAST)
+    assert cell.result == FALLBACK, cell
+    assert "refuser will not watch" in cell.detail
+    assert fork_cell(OpaqueRefuser, FAST).result == REFUSED
