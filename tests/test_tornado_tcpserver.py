@@ -27,8 +27,8 @@ What differs, and why:
   work on every version of the stream API).
 * ``test_stop_in_callback`` is skipped in Tornado when every client
   connected (the race it looks for did not happen); here it asserts that
-  nothing above DEBUG was logged whatever happened, and the deterministic
-  version lives in ``test_accept_reset.py``.
+  the server side logged nothing above DEBUG whatever happened, and the
+  deterministic version lives in ``test_accept_reset.py``.
 * ``process_test``'s HTTP server and client become a line protocol over
   plain sockets (``pid``, ``exit N``).
 * Not ported, no such API here: ``is_valid_ip``, the resolvers,
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -55,7 +56,7 @@ from test_process import start_script  # noqa: F401  (fixture)
 from iostream import IOLoop, IOStream, TCPServer
 from iostream.netutil import bind_sockets
 
-needs_fork = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 def future_read_bytes(stream: IOStream, n: int) -> asyncio.Future[bytes]:
@@ -170,7 +171,16 @@ def test_stop_in_callback(
     for client in connected:
         client.close()
     settle(io_loop)
-    loud = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    # Nothing from the server's side: no EBADF from accept() on the closed
+    # socket (Tornado #2069), no error at all. A client whose connection was
+    # reset with the listening socket may log its own connect error.
+    server_side = ("netutil.py", "tcpserver.py", "ioloop.py")
+    loud = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR
+        or (r.levelno > logging.DEBUG and os.path.basename(r.pathname) in server_side)
+    ]
     assert loud == [], [(r.levelname, r.getMessage()) for r in loud]
 
 
