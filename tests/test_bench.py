@@ -331,6 +331,23 @@ def test_plan_interleaves_repetitions_and_skips_select_above_its_limit() -> None
     assert any("FD_SETSIZE" in note for note in notes)
 
 
+def test_quick_plan_runs_idle_on_the_best_poller_only() -> None:
+    from iostream import pollers
+
+    full, _ = plan(["iostream"], ["idle"], None, TINY)
+    quick, _ = plan(["iostream"], ["idle"], None, TINY, quick=True)
+    assert {job.variant.poller for job in full} == set(pollers.available())
+    assert {job.variant.poller for job in quick} == {None}
+    assert len(quick) == len(TINY.idle_counts)
+
+
+def test_noise_policy_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--retries", "-1"]) == 2
+    assert "--retries" in capsys.readouterr().err
+    assert main(["--quiet-wait", "nan"]) == 2
+    assert "--quiet-wait" in capsys.readouterr().err
+
+
 def test_unknown_peer_or_workload_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--peers", "no-such-peer"]) == 2
     assert "unknown peer" in capsys.readouterr().err

@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="repetitions per measurement (default: 3, or 1 with --quick)",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="repeat a run that other processes disturbed up to N times "
+        "(default: 2, or 0 with --quick)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="SECONDS",
+        help="before each attempt, wait up to SECONDS for a quiet machine "
+        "(default: 15, or 0 with --quick)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to a file")
     parser.add_argument(
@@ -71,17 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pollers_for(option: str | None, workload: str) -> list[str | None]:
+def _pollers_for(option: str | None, workload: str, every_for_idle: bool) -> list[str | None]:
     from iostream import pollers
 
     if option is None:
-        return list(pollers.available()) if workload == "idle" else [None]
+        return list(pollers.available()) if workload == "idle" and every_for_idle else [None]
     if option.lower() == "all":
         return list(pollers.available())
     return [pollers.choose(option).name]
 
 
-def _variants(peers: list[str], option: str | None, workload: str) -> list[Variant]:
+def _variants(
+    peers: list[str], option: str | None, workload: str, every_for_idle: bool = True
+) -> list[Variant]:
     variants: list[Variant] = []
     for name in peers:
         only = PEERS[name].workloads
@@ -92,16 +108,25 @@ def _variants(peers: list[str], option: str | None, workload: str) -> list[Varia
         # (not every poller: it is compared with asyncio's own loop).
         one = option is not None and option.lower() != "all"
         if name == "iostream" or (name == "asyncio-on-iostream" and one):
-            pollers = _pollers_for(option, workload)
+            pollers = _pollers_for(option, workload, every_for_idle and name == "iostream")
         for poller in pollers:
             variants.append(Variant(name, poller, make_peer(name, poller).label))
     return variants
 
 
 def plan(
-    peers: list[str], workloads: list[str], option: str | None, sizes: Sizes
+    peers: list[str],
+    workloads: list[str],
+    option: str | None,
+    sizes: Sizes,
+    quick: bool = False,
 ) -> tuple[list[Job], list[str]]:
-    """Return the jobs in running order (repetitions interleaved) and the skip notes."""
+    """Return the jobs in running order (repetitions interleaved) and the skip notes.
+
+    Without ``--poller``, idle runs on every poller, except in quick mode
+    (the best one only: the slow pollers' 1,000-connection runs would take
+    a third of the minute).
+    """
     jobs: list[Job] = []
     notes: list[str] = []
     for name in peers:
@@ -111,7 +136,7 @@ def plan(
     for rep in range(1, sizes.repeat + 1):
         for workload in workloads:
             counts = list(sizes.idle_counts) if workload == "idle" else [0]
-            for variant in _variants(peers, option, workload):
+            for variant in _variants(peers, option, workload, not quick):
                 for count in counts:
                     conns = sizes.memory_conns if workload == "memory" else count
                     reason = _runner.skip_reason(workload, variant, conns)
@@ -179,11 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         workloads = _choose_workloads(args)
         base = QUICK if args.quick else FULL
         sizes = dataclasses.replace(
-            base, repeat=base.repeat if args.repeat is None else args.repeat
+            base,
+            repeat=base.repeat if args.repeat is None else args.repeat,
+            retries=base.retries if args.retries is None else args.retries,
+            quiet_wait=base.quiet_wait if args.quiet_wait is None else args.quiet_wait,
         )
         if sizes.repeat < 1:
             raise ValueError(f"--repeat: expected a positive number, got {sizes.repeat}")
-        jobs, skips = plan(peers, workloads, args.poller, sizes)
+        if sizes.retries < 0:
+            raise ValueError(f"--retries: expected 0 or more, got {sizes.retries}")
+        if not 0 <= sizes.quiet_wait < float("inf"):
+            raise ValueError(f"--quiet-wait: expected 0 or more seconds, got {sizes.quiet_wait}")
+        jobs, skips = plan(peers, workloads, args.poller, sizes, quick=args.quick)
     except (ValueError, RuntimeError) as exc:
         sys.stderr.write(f"bench: {exc}\n")
         return 2

@@ -16,7 +16,6 @@ from typing import ClassVar
 
 from iostream.bench._config import OWN_WORKLOADS
 from iostream.bench._jobs import WritePhase
-
 from iostream.bench._peers.asyncio_protocol import AsyncioProtocolPeer, EchoProtocol, PhaseProtocol
 
 
