@@ -184,6 +184,15 @@ def pair() -> Iterator[Pair]:
         b.close()
 
 
+@pytest.fixture(autouse=True)
+def _restore_fd_limit() -> Iterator[None]:
+    """Put RLIMIT_NOFILE back after a test that raised it (``_high_fd`` may)."""
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    yield
+    if resource.getrlimit(resource.RLIMIT_NOFILE) != limits:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 def _high_fd(fd: int) -> int:
     """A dup of *fd* numbered >= FD_SETSIZE (skips if the fd limit is too low)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
