@@ -1053,3 +1053,33 @@ def test_a_doorbell_that_rings_for_nothing_is_dropped_for_the_mirror(pair: Pair)
                 timer.join()
     finally:
         os.close(null)
+
+
+@needs_pty
+@needs_poll
+def test_number_reused_by_a_refused_fd_before_the_next_wait() -> None:
+    """A primary fd unregistered and closed; its number, reused by a tty, falls back at once."""
+    master, slave = os.openpty()
+    c, d = loopback_pair()
+    try:
+        with FallbackPoller(TtyRefusingKqueuePoller()) as poller:
+            poller.register(slave, READ)  # refused: mirror mode
+            number = d.fileno()
+            poller.register(d, READ)
+            assert poller.poll(0) == []  # the mirror now holds d's number
+            poller.unregister(d)
+            d.close()
+            tty = os.dup2(slave, number)  # a tty under the freed number
+            try:
+                poller.register(tty, WRITE)  # refused by kqueue, watched by poll
+                assert tty in poller.fallbacks
+                events, _ = poll_until(poller, tty, WRITE)
+                assert events == WRITE
+                poller.unregister(tty)
+            finally:
+                os.close(tty)
+            poller.unregister(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+        c.close()

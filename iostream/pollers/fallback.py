@@ -454,6 +454,12 @@ class FallbackPoller(Poller):
             if waiter is None:
                 waiter = self._start_waiter(fd, fileno, events, exc)
             else:
+                if self._mirror_dirty:
+                    # The mirror may still hold this number for a primary fd
+                    # unregistered (and closed) since the last wait.
+                    table = _fd_table(self._primary)
+                    assert table is not None
+                    self._sync_mirror(table)
                 try:
                     waiter.register(fd, events)
                 except (ValueError, OSError) as exc2:
