@@ -16,11 +16,13 @@ buffer (epoll for readability). Only the sender's options change:
   TCP stream).
 
 Each run reports MiB/s (the sender's first ``send`` to the receiver's last
-byte), the CPU seconds of each side (``getrusage``), and what the sender
-did: ``send`` calls, ``EAGAIN``s, ``epoll_wait`` sleeps and context
-switches. By default the two processes are pinned to different cores (the
-receiver to core 0, the sender to core 1) so the scheduler cannot put them
-on one core for some runs and on two for others. The kernel's
+byte), the CPU seconds of each side (``getrusage``), what the sender did:
+``send`` calls, ``EAGAIN``s, ``epoll_wait`` sleeps and context switches, and
+the cores other processes used meanwhile (the benchmark's foreign load, see
+``iostream/bench/_load.py``; above ~0.25 the run was disturbed). By default
+the two processes are pinned to different cores (the receiver to core 0,
+the sender to core 1) so the scheduler cannot put them on one core for some
+runs and on two for others. The kernel's
 ``tcp_autocorking`` and ``tcp_notsent_lowat`` sysctls are printed, as they
 change the picture (see bench/README.md, "The write path").
 """
@@ -36,6 +38,11 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from iostream.bench._load import LoadMeter
 
 CHUNK = 64 * 1024
 RECV = 256 * 1024
@@ -65,6 +72,7 @@ class Run:
     eagain: int
     sleeps: int
     switches: int
+    foreign: float | None
 
 
 def _cpu() -> tuple[float, int]:
@@ -131,6 +139,8 @@ def _send(
 def one_run(option: str, total: int, data: memoryview, pin: bool) -> Run:
     """Transfer *total* bytes once with the sender options named *option*."""
     nodelay, lowat = OPTIONS[option]
+    meter = LoadMeter()
+    meter.start()
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     read_end, write_end = os.pipe()
@@ -155,6 +165,7 @@ def one_run(option: str, total: int, data: memoryview, pin: bool) -> Run:
         ended_s, receiver_cpu_s, got_s = report.readline().split()
     sock.close()
     os.waitpid(pid, 0)
+    foreign = meter.foreign()
     if int(got_s) != total:
         raise RuntimeError(f"receiver got {got_s} of {total} bytes")
     seconds = float(ended_s) - started
@@ -167,6 +178,7 @@ def one_run(option: str, total: int, data: memoryview, pin: bool) -> Run:
         eagain,
         sleeps,
         switches,
+        foreign,
     )
 
 
@@ -201,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         f"tcp_notsent_lowat={_sysctl('tcp_notsent_lowat')}, "
         f"loadavg={os.getloadavg()[0]:.2f}"
     )
-    header = "option   MiB/s  send-CPU-s  recv-CPU-s   sends  EAGAIN  sleeps  ctx-switches"
+    header = (
+        "option   MiB/s  send-CPU-s  recv-CPU-s   sends  EAGAIN  sleeps  ctx-switches"
+        "  foreign-cores"
+    )
     print(header)
     runs: list[Run] = []
     for _ in range(args.runs):
@@ -211,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{run.option:8} {run.mib_s:6.0f}  {run.sender_cpu:10.3f}  "
                 f"{run.receiver_cpu:10.3f}  {run.sends:6}  {run.eagain:6}  {run.sleeps:6}  "
-                f"{run.switches:12}",
+                f"{run.switches:12}  {run.foreign if run.foreign is not None else '?':>13}",
                 flush=True,
             )
     print("\nmedians:")
