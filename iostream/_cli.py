@@ -732,8 +732,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     while args_list and args_list[0] in ("-v", "--verbose"):
         verbose = True
         args_list.pop(0)
-    _setup_logging(verbose)
     command = args_list[0] if args_list else None
+    if command != "run":
+        # ``run``'s program owns logging, as under ``python SCRIPT``.
+        _setup_logging(verbose)
+    elif verbose:
+        _setup_logging(True)
     try:
         code = _dispatch(args_list)
         if command != "run":

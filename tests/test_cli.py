@@ -767,3 +767,26 @@ def test_info_says_when_the_default_skipped_a_broken_backend(
     assert info.reason == f"default: best available (skipped {best}: failed the socket probe)"
     assert best not in info.available
     assert info.unavailable[best] == "failed a socket probe: test"
+
+
+def test_run_leaves_logging_to_the_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` adds no handler of its own: the program's iostream errors reach stderr
+    through logging's last resort, as under ``python SCRIPT``."""
+    import logging
+    import types
+
+    logger = logging.getLogger("iostream")
+    monkeypatch.setattr(logger, "handlers", [])
+    seen: list[list[logging.Handler]] = []
+    fake = types.ModuleType("iostream._run")
+
+    def fake_main(argv: list[str]) -> int:
+        seen.append(list(logger.handlers))
+        return 0
+
+    fake.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "iostream._run", fake)
+    assert _cli.main(["run", "script.py"]) == 0
+    assert seen == [[]]
+    assert _cli.main(["info"]) == 0  # the CLI's own commands stay quiet
+    assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
