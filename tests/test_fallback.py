@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import resource
 import select
@@ -1083,3 +1084,14 @@ def test_number_reused_by_a_refused_fd_before_the_next_wait() -> None:
         os.close(master)
         os.close(slave)
         c.close()
+
+
+@needs_epoll
+def test_a_fallback_is_logged_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="iostream")
+    with tempfile.TemporaryFile() as file, FallbackPoller(pollers.EpollPoller()) as poller:
+        poller.register(file, READ)
+        fd = file.fileno()
+    [record] = [r for r in caplog.records if r.name == "iostream.pollers"]
+    assert record.levelno == logging.DEBUG
+    assert f"fd {fd} falls back: epoll refused it" in record.getMessage()

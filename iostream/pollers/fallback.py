@@ -95,6 +95,7 @@ it is unregistered (poll would report it once, as POLLNVAL).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Sequence
@@ -133,6 +134,9 @@ _REFUSAL_ERRNOS = frozenset(
     }
 )
 
+
+#: Where a fallback is logged (at DEBUG: it is handled, nothing to act on).
+log = logging.getLogger("iostream.pollers")
 
 #: Empty doorbell rings in a row before the mirror path replaces the doorbell.
 _MAX_EMPTY_RINGS = 8
@@ -469,6 +473,7 @@ class FallbackPoller(Poller):
             self._devices.add(fileno)
             route = f"watched by {waiter.name}"
         self._fallbacks[fileno] = f"{why}; {route}"
+        log.debug("fd %d falls back: %s", fileno, self._fallbacks[fileno])
         if not isinstance(fd, int):
             self._fb_ids[id(fd)] = fileno
             self._fb_objs[fileno] = fd
@@ -621,6 +626,12 @@ class FallbackPoller(Poller):
         self._empty_rings = 0
         self._mirror = {}
         self._mirror_dirty = True
+        log.debug(
+            "the %s poller's fd rang %d times in a row with no event: "
+            "watching a mirror of its fds instead",
+            self.name,
+            _MAX_EMPTY_RINGS,
+        )
 
     def _sync_doorbell(self, waiter: Poller) -> None:
         """Ring on the primary's current kernel fd.
