@@ -1095,3 +1095,29 @@ def test_a_fallback_is_logged_at_debug_only(caplog: pytest.LogCaptureFixture) ->
     [record] = [r for r in caplog.records if r.name == "iostream.pollers"]
     assert record.levelno == logging.DEBUG
     assert f"fd {fd} falls back: epoll refused it" in record.getMessage()
+
+
+@needs_poll
+def test_fileno_of_finds_fallback_objects_by_identity(pair: Pair) -> None:
+    """fileno_of (the IOLoop's object lookup) finds a fallback socket closed while registered."""
+    _, b = pair
+    c, d = loopback_pair()
+    high = _high_fd(d.fileno())
+    try:
+        with FallbackPoller(SelectPoller()) as poller:
+            poller.register(b, READ)
+            wrapper = socket.socket(fileno=high)  # a socket object on the high fd
+            poller.register(wrapper, READ)
+            assert poller.fileno_of(wrapper) == high
+            assert poller.fileno_of(high) == high
+            assert poller.fileno_of(b) == b.fileno()
+            wrapper.close()  # closed while registered: fileno() is -1 now
+            assert poller.fileno_of(wrapper) == high
+            poller.unregister(wrapper)
+            with pytest.raises(FileNotFoundError):
+                poller.fileno_of(wrapper)
+            with pytest.raises(FileNotFoundError):
+                poller.fileno_of(high)
+    finally:
+        c.close()
+        d.close()

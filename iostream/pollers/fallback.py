@@ -321,6 +321,20 @@ class FallbackPoller(Poller):
             return None  # the primary raises the right error for it
         return fileno if fileno in self._fallbacks else None
 
+    def fileno_of(self, fd: FileDescriptorLike) -> int:
+        """The fd number *fd* is registered under, wherever it is watched.
+
+        An object is found by identity (so a socket closed while registered
+        is still found), on the primary or among the fallback fds; raises
+        :class:`FileNotFoundError` where the primary does for an fd that is
+        not registered.
+        """
+        if self._fallbacks:
+            fileno = self._find_fallback(fd)
+            if fileno is not None:
+                return fileno
+        return self._primary.fileno_of(fd)
+
     def register(self, fd: FileDescriptorLike, events: int) -> None:
         """Start watching *fd* for *events*, on the primary if it accepts it.
 
