@@ -75,7 +75,8 @@ Measured (``poll(0)``, one ready fd, CPython 3.11 on a shared 2-core Linux
 VM, so +-30%): epoll 0.9 us alone, 1.0-1.5 us through the wrapper with
 nothing fallen back, 3.4 us with a device fallen back (1.9 us when nothing
 is ready); select over 101 fds 9 us through the wrapper, 21 us with an fd
->= FD_SETSIZE on poll.
+>= FD_SETSIZE on poll. ``modify`` on epoll: 2.0 us alone, 2.2 us through
+the wrapper.
 
 When the last fallback fd is unregistered, the secondary is closed and
 ``poll`` delegates straight to the primary again.
