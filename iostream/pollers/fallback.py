@@ -169,9 +169,11 @@ def with_fallback(poller: Poller) -> FallbackPoller:
 def _kernel_fd(poller: Poller) -> int | None:
     """The fd of *poller*'s kernel object, when it is readable while that holds events.
 
-    That is known of two kernel objects: an epoll fd (Linux lets poll() and
-    epoll watch it) and a kqueue fd (kqueue(2): "the queue itself can be
-    monitored by select, poll or kevent"). The backends keep them as
+    That is known of two kernel objects: an epoll fd (Linux implements poll
+    on it, which is how epoll sets nest) and a kqueue fd (FreeBSD and XNU
+    implement poll/select on a kqueue descriptor, which is how kqueues
+    nest; a ring can be empty when the event's condition stopped holding
+    before it was retrieved, see _empty_ring). The backends keep them as
     ``_epoll`` and ``_kq``. /dev/poll's fd is not used: Solaris documents no
     readiness for it, so a devpoll primary takes the mirror path, as does
     any backend whose kernel object is not found here (a renamed attribute
