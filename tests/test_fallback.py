@@ -94,7 +94,7 @@ class TtyRefusingKqueuePoller(KqueuePoller):
 class _PollableTtyRefusingQueue(_TtyRefusingQueue):
     """...with, as a real kqueue has, an fd that is readable while events are pending.
 
-    kqueue(2): the queue itself can be watched by select, poll or kevent.
+    (FreeBSD and XNU implement poll/select on a kqueue descriptor.)
     Modelled with an epoll set kept in step with the notes after every
     ``control``: EVFILT_READ as EPOLLIN|EPOLLRDHUP (EPOLLRDHUP alone for the
     NOTE_LOWAT note that watches for errors only), EVFILT_WRITE as EPOLLOUT.
