@@ -25,6 +25,7 @@ from iostream.testing import (
     parse_schedule,
     socket_pair,
     stream_pair,
+    tls_contexts,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -141,6 +142,36 @@ def test_asyncio_transport_gives_up_on_wsaenobufs() -> None:
     error = asyncio.run(main())
     assert isinstance(error, OSError)
     assert getattr(error, "winerror", None) == WSAENOBUFS
+
+
+def test_asyncio_tls_runs_over_a_chaos_socket() -> None:
+    """asyncio's TLS (a memory BIO over the transport): the plain faults apply below it."""
+    server_context, client_context = tls_contexts()
+
+    async def main() -> tuple[bytes, ChaosSocket]:
+        server = await asyncio.start_server(_echo, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.setblocking(False)
+        sock = ChaosSocket.wrap(
+            raw,
+            parse_schedule("[short(1), block, eintr]"),
+            parse_schedule("[short(5), eintr, block]"),
+            seed="tls",
+        )
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=client_context, server_hostname="localhost"
+        )
+        writer.write(PAYLOAD)
+        got = await asyncio.wait_for(reader.readexactly(len(PAYLOAD)), 60)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return got, sock
+
+    got, sock = asyncio.run(main())
+    assert got == PAYLOAD
+    assert {"short", "block", "eintr"} <= _faulted(sock)
 
 
 def test_uvloop_does_not_see_the_fault_socket() -> None:
