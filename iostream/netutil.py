@@ -82,7 +82,7 @@ _FAMILIES = {
 }
 
 
-def check_loop(io_loop: object) -> IOLoop:
+def _check_loop(io_loop: object) -> IOLoop:
     """Validate an ``io_loop`` argument; ``None`` means the current loop."""
     if io_loop is None:
         return IOLoop.current()
@@ -91,21 +91,21 @@ def check_loop(io_loop: object) -> IOLoop:
     return io_loop
 
 
-def check_port(port: object) -> int:
+def _check_port(port: object) -> int:
     """Validate a ``port`` argument (an int from 0 to 65535)."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
     return port
 
 
-def check_backlog(backlog: object) -> int:
+def _check_backlog(backlog: object) -> int:
     """Validate a ``backlog`` argument (an int >= 0)."""
     if not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 0:
         raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
     return backlog
 
 
-def check_bind_arguments(
+def _check_bind_arguments(
     port: object,
     address: object,
     family: object,
@@ -114,12 +114,12 @@ def check_bind_arguments(
     reuse_port: object,
 ) -> None:
     """Validate the arguments of :func:`bind_sockets` (also ``TCPServer.bind``/``listen``)."""
-    check_port(port)
+    _check_port(port)
     if address is not None and not isinstance(address, str):
         raise TypeError(f"address must be a str or None, not {type(address).__name__}")
     if isinstance(family, bool) or family not in _FAMILIES:
         raise ValueError(f"family must be socket.AF_UNSPEC, AF_INET or AF_INET6, got {family!r}")
-    check_backlog(backlog)
+    _check_backlog(backlog)
     if flags is not None and (not isinstance(flags, int) or isinstance(flags, bool)):
         raise TypeError(f"flags must be an int (AI_* bits) or None, not {type(flags).__name__}")
     if not isinstance(reuse_port, bool):
@@ -158,7 +158,7 @@ def bind_sockets(
     where IPv6 is only half there (EADDRNOTAVAIL, as in many containers). An
     empty result (nothing could be bound) raises ``OSError``.
     """
-    check_bind_arguments(port, address, family, backlog, flags, reuse_port)
+    _check_bind_arguments(port, address, family, backlog, flags, reuse_port)
     if address == "":
         address = None
     if not socket.has_ipv6 and family == socket.AF_UNSPEC:
@@ -268,7 +268,7 @@ def bind_unix_socket(
         raise ValueError(f"file must be a non-empty str path, got {file!r}")
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
         raise ValueError(f"mode must be an int permission mask such as 0o600, got {mode!r}")
-    check_backlog(backlog)
+    _check_backlog(backlog)
     if not hasattr(socket, "AF_UNIX"):
         raise OSError(errno.EAFNOSUPPORT, "bind_unix_socket: no AF_UNIX sockets on this platform")
     abstract = path.startswith("\0")
@@ -312,7 +312,7 @@ def add_accept_handler(
         raise TypeError(f"sock must be a listening socket.socket, not {type(sock).__name__}")
     if not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-    loop = check_loop(io_loop)
+    loop = _check_loop(io_loop)
     handler = _AcceptHandler(sock, callback, loop)
     sock.setblocking(False)
     loop.add_handler(sock, handler.on_readable, READ)

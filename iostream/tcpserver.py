@@ -50,9 +50,9 @@ from iostream.netutil import (
     ACCEPT_PAUSE,
     ACCEPTS_PER_EVENT,
     DEFAULT_BACKLOG,
+    _check_loop,
     add_accept_handler,
     bind_sockets,
-    check_loop,
 )
 from iostream.process import fork_processes
 from iostream.stream import IOStream, SSLIOStream, check_stream_options, make_ssl_context
@@ -96,7 +96,7 @@ class TCPServer:
             )
         self._handler = handle_stream
         #: The loop the server and its streams run on.
-        self.io_loop = check_loop(io_loop)
+        self.io_loop = _check_loop(io_loop)
         #: The TLS context, or None for plain TCP.
         self.ssl_context = (
             make_ssl_context(ssl_options, server_side=True) if ssl_options is not None else None
