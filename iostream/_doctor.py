@@ -363,15 +363,20 @@ class _Prober:
         return result
 
     def wait(self, fd: int) -> int | None:
-        """The first events reported for *fd* within the timeout, or None."""
+        """The first events reported for *fd* within the timeout, or None.
+
+        At least one poll is made, and one more (not waiting) after the
+        deadline: a probe thread that the OS did not run for a while must
+        not call an event that is there a hang.
+        """
         deadline = time.monotonic() + self.timeout
         for _ in range(1000):
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for got, events in self.poll(min(remaining, 0.25)):
+            for got, events in self.poll(min(max(remaining, 0.0), 0.25)):
                 if got == fd:
                     return events
+            if remaining <= 0:
+                break
         return None
 
     def expect(self, fd: int, bit: int, what: str) -> int | None:
@@ -524,14 +529,17 @@ def _fork_probe(cls: Callable[[], Poller], timeout: float) -> Cell:
             _fork_child(poller, b, wfd, timeout)
         os.close(wfd)
         wfd = -1
-        ready, _, _ = select.select([rfd], [], [], 3 * timeout + 1.0)
+        # Generous: the child only has to start and make one probe, but a
+        # loaded machine may take a while to run it.
+        answer_within = 3 * timeout + 5.0
+        ready, _, _ = select.select([rfd], [], [], answer_within)
         message = os.read(rfd, 4000).decode(errors="replace") if ready else ""
         if not ready:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         if not ready:
-            return Cell(HANG, f"the forked child's poller did not answer within {timeout:g} s")
+            return Cell(HANG, f"the forked child did not answer within {answer_within:g} s")
         if message != "ok":
             result, _, detail = message.partition(":")
             return Cell(result if result in RESULTS else FAILED, f"in the child: {detail.strip()}")
