@@ -46,6 +46,7 @@ from typing import Any, ClassVar, TypeVar, cast, overload
 from iostream._platform import _WINDOWS
 from iostream.pollers import ERROR, READ, WRITE, Poller, choose
 from iostream.pollers.base import MAX_TIMEOUT, FileDescriptorLike, fd_of
+from iostream.pollers.fallback import FallbackPoller
 
 __all__ = ["Handle", "Handler", "IOLoop", "Timeout", "app_log"]
 
@@ -240,14 +241,24 @@ class IOLoop:
                 f"make_current must be None, True or False, not {type(make_current).__name__}"
             )
         if poller is None or isinstance(poller, str):
-            self.poller: Poller = choose(poller)()
+            chosen: Poller = choose(poller)()
         elif isinstance(poller, Poller):
-            self.poller = poller
+            chosen = poller
         else:
             raise TypeError(
                 "poller must be None, a poller name or a Poller instance, "
                 f"not {type(poller).__name__}"
             )
+        #: The poller chosen (or given): the backend that watches every fd it
+        #: accepts. The loop drives it through a per-fd fallback wrapper
+        #: (:class:`~iostream.pollers.fallback.FallbackPoller`, ``_watcher``),
+        #: so that an fd this backend refuses but another can watch (a
+        #: regular file on epoll, an fd >= FD_SETSIZE on select, a tty on
+        #: macOS kqueue) is still watched, and every other fd stays here.
+        self.poller: Poller = chosen
+        self._watcher: Poller = (
+            chosen if isinstance(chosen, FallbackPoller) else FallbackPoller(chosen)
+        )
         # fd -> (the object the caller passed, its handler). The object ->
         # fd table (a socket closed while registered answers fileno() == -1,
         # so it is found by identity) is the poller's: see Poller.fileno_of.
@@ -400,7 +411,7 @@ class IOLoop:
         if fileno in self._handlers:
             raise FileExistsError(f"fd {fileno} already has a handler in this IOLoop")
         # The object itself goes to the poller, which remembers it by identity.
-        self.poller.register(fd, events)
+        self._watcher.register(fd, events)
         self._handlers[fileno] = (fd, handler)
 
     def update_handler(self, fd: FileDescriptorLike, events: int) -> None:
@@ -409,7 +420,7 @@ class IOLoop:
         Raises :class:`FileNotFoundError` if *fd* has no handler.
         """
         try:
-            self.poller.modify(fd, events)
+            self._watcher.modify(fd, events)
         except FileNotFoundError:
             raise FileNotFoundError(f"{fd!r} has no handler in this IOLoop") from None
 
@@ -423,23 +434,28 @@ class IOLoop:
             fileno = fd
         else:
             try:
+                # The chosen poller's table: it finds a closed socket.
                 fileno = self.poller.fileno_of(fd)
-            except FileNotFoundError:
-                return
-            except (TypeError, ValueError):
-                # A poller without an identity table, and an object closed
-                # since: find it among the handlers (rare, so O(n) is fine).
-                found = [n for n, entry in self._handlers.items() if entry[0] is fd]
-                if not found:
-                    return
-                fileno = found[0]
+            except (FileNotFoundError, TypeError, ValueError):
+                # Not on the chosen poller: an fd that fell back (the
+                # wrapper watches it), a poller without an identity table,
+                # or no handler at all.
+                try:
+                    fileno = fd_of(fd)
+                except (TypeError, ValueError):
+                    # Closed since: find the object among the handlers
+                    # (rare: O(n) is fine).
+                    found = [n for n, entry in self._handlers.items() if entry[0] is fd]
+                    if not found:
+                        return
+                    fileno = found[0]
         entry = self._handlers.pop(fileno, None)
         if entry is None:
             return
         if self._dispatching:
             self._stale_fds.add(fileno)
         try:
-            self.poller.unregister(fileno)
+            self._watcher.unregister(fileno)
         except (FileNotFoundError, ValueError):
             # Already gone from the kernel's set (closed, or never accepted).
             pass
@@ -672,7 +688,7 @@ class IOLoop:
         timers = self._timers
         handlers = self._handlers
         stale = self._stale_fds
-        poll = self.poller.poll
+        poll = self._watcher.poll
         run = self._run_callback
         while True:
             ready = len(callbacks)
@@ -1124,6 +1140,7 @@ class IOLoop:
         self._callbacks.clear()
         self._timers.clear()
         self._waker.close()
+        self._watcher.close()  # and the chosen poller
         self.poller.close()
         if IOLoop._instance is self:
             IOLoop.clear_instance()

@@ -1079,9 +1079,12 @@ def test_add_handler_refuses_bad_events_and_registers_nothing(
     _assert_nothing_registered(io_loop, pair[0])
 
 
-def test_select_refuses_a_high_fd_and_the_loop_keeps_working(
+def test_a_high_fd_select_refuses_falls_back_and_the_loop_keeps_working(
     io_loop: IOLoop, poller_name: str, pair: tuple[socket.socket, socket.socket]
 ) -> None:
+    """SPEC (per-fd fallback, which serves add_handler): select cannot hold an
+    fd >= FD_SETSIZE, so the loop watches it another way (poll), the chosen
+    poller keeps the rest, and the fd gets its events."""
     if poller_name != "select" or sys.platform == "win32":
         pytest.skip("only select on POSIX has an fd limit (FD_SETSIZE)")
     high = 4000
@@ -1089,9 +1092,22 @@ def test_select_refuses_a_high_fd_and_the_loop_keeps_working(
         os.dup2(pair[0].fileno(), high)
     except OSError:
         pytest.skip("cannot open an fd above FD_SETSIZE here (RLIMIT_NOFILE)")
+    seen: list[tuple[object, int]] = []
     try:
         with pytest.raises(ValueError):
-            io_loop.add_handler(high, lambda fd, events: None, READ)
+            io_loop.poller.register(high, READ)  # the chosen poller alone refuses
+
+        def on_high(fd: object, events: int) -> None:
+            seen.append((fd, events))
+            io_loop.stop()
+
+        io_loop.add_handler(high, on_high, READ)
+        assert io_loop.handler_count() == 1
+        assert len(io_loop.poller) == 1  # type: ignore[arg-type]  # only the waker
+        pair[1].send(b"x")
+        run_loop(io_loop)
+        assert seen == [(high, READ)]
+        io_loop.remove_handler(high)
         assert io_loop.handler_count() == 0
         _assert_nothing_registered(io_loop, pair[0])
     finally:

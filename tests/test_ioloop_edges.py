@@ -322,3 +322,31 @@ def test_remove_a_closed_socket_with_a_poller_without_identity() -> None:
     finally:
         loop.close()
         b.close()
+
+
+# -- per-fd fallback serves add_handler (SPEC, "Per-fd fallback") ----------------------
+
+
+def test_an_empty_regular_file_is_always_ready_through_the_loop(
+    io_loop: IOLoop, poller_name: str, tmp_path: Path
+) -> None:
+    """epoll refuses a regular file; the loop still watches it, as always
+    ready, like poll and select do; io_loop.poller stays the chosen backend."""
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    seen: list[tuple[object, int]] = []
+    try:
+        assert type(io_loop.poller) is BACKENDS[poller_name]
+
+        def on_file(got: object, events: int) -> None:
+            seen.append((got, events))
+            io_loop.remove_handler(fd)
+            io_loop.stop()
+
+        io_loop.add_handler(fd, on_file, READ)
+        run_loop(io_loop)
+        assert seen == [(fd, READ)]
+        assert io_loop.handler_count() == 0
+    finally:
+        os.close(fd)
