@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import ssl
 import sys
 
 #: True on Windows. Windows sockets (Winsock) differ from POSIX ones in ways
@@ -80,6 +81,30 @@ def is_would_block(exc: OSError) -> bool:
         return True
     code = getattr(exc, "winerror", None) or exc.errno
     return code in WOULD_BLOCK_ERRNOS
+
+
+#: Error numbers a ``recv`` on a socket that has no connection answers with:
+#: ENOTCONN everywhere; Windows says WSAENOTCONN, or WSAEINVAL for a socket
+#: that was never bound. (Used to tell a fresh socket from an accepted one
+#: whose peer is already gone.)
+NOT_CONNECTED_ERRNOS: frozenset[int] = frozenset({errno.ENOTCONN, 10057, 10022})
+
+
+def is_not_connected(exc: OSError) -> bool:
+    """True if *exc* says the socket has no connection (see NOT_CONNECTED_ERRNOS)."""
+    code = getattr(exc, "winerror", None) or exc.errno
+    return code in NOT_CONNECTED_ERRNOS
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True if *exc* means the peer went away (reset, aborted, broken pipe,
+    TLS EOF): logged at DEBUG only, it is not a bug."""
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return True
+    if not isinstance(exc, OSError):
+        return False
+    code = getattr(exc, "winerror", None) or exc.errno
+    return code in CONNECTION_LOST_ERRNOS
 
 
 #: Winsock error codes that Python's ``OSError`` constructor does not turn into

@@ -33,12 +33,37 @@ So a million reads chained from callbacks on buffered data run in a flat
 loop: no stack growth, and no loop iteration per read. A read or write
 issued from outside a callback never calls back before it returns.
 
+Back-pressure and read-ahead (what is received, and when). The stream
+receives only while someone wants the data:
+
+* a read is pending: ``recv`` calls of up to ``read_chunk_size`` bytes (256
+  KiB once a large message is accumulating), never past
+  ``max_buffer_size``; after each, the pending read takes what it can. Once
+  it completes and no read follows from its callback, receiving stops;
+* no read pending, but a close callback is set: the stream keeps
+  receiving until the buffer holds ``max_buffer_size`` bytes (that is how
+  an idle stream notices the peer's close: SPEC), then stops;
+* no read pending and no close callback: no ``recv`` at all.
+
+When receiving stops, READ is no longer watched: the kernel's buffers fill
+and TCP flow control pushes back on the peer. A stream closes with
+:class:`StreamBufferFullError` only when the buffer holds
+``max_buffer_size`` bytes and the pending read still cannot complete (a
+``read_until_close`` whose data is exactly ``max_buffer_size`` bytes peeks
+for EOF first: exactly the limit is not an overflow). Memory per
+connection is therefore bounded by ``max_buffer_size`` (the read buffer;
+with no close callback and no read pending, nothing is read ahead) plus
+``max_write_buffer_size`` (what the application queued) plus the one
+``recv`` scratch buffer of ``SCRATCH_SIZE`` bytes shared by every stream
+of a thread.
+
 Costs are linear in the bytes moved; see :mod:`iostream._buffer`.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import mmap
 import numbers
 import socket
@@ -50,7 +75,14 @@ from collections.abc import Callable
 from typing import Any
 
 from iostream._buffer import ReadBuffer, WriteBuffer
-from iostream._platform import _WINDOWS, WSAENOBUFS, error_from_code, is_would_block
+from iostream._platform import (
+    _WINDOWS,
+    WSAENOBUFS,
+    error_from_code,
+    is_connection_lost,
+    is_not_connected,
+    is_would_block,
+)
 from iostream.ioloop import IOLoop, app_log
 from iostream.pollers import ERROR, READ, WRITE
 
@@ -139,6 +171,8 @@ _STREAM_OPTIONS = {
     "max_write_buffer_size": (0, True),
     "write_chunk_size": (1, True),
 }
+#: The switches of a stream (bool options).
+_STREAM_SWITCHES = frozenset({"nodelay"})
 
 
 def check_stream_options(**options: Any) -> None:
@@ -148,10 +182,13 @@ def check_stream_options(**options: Any) -> None:
     :class:`ValueError` for a value too small, naming the option.
     """
     for name, value in options.items():
+        if name in _STREAM_SWITCHES:
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+            continue
         if name not in _STREAM_OPTIONS:
-            raise TypeError(
-                f"unknown stream option {name!r}; known: {', '.join(sorted(_STREAM_OPTIONS))}"
-            )
+            known = ", ".join(sorted([*_STREAM_OPTIONS, *_STREAM_SWITCHES]))
+            raise TypeError(f"unknown stream option {name!r}; known: {known}")
         minimum, optional = _STREAM_OPTIONS[name]
         _check_size(value, name, minimum, optional=optional)
 
@@ -296,6 +333,7 @@ class IOStream:
         read_chunk_size: int = 65536,
         max_write_buffer_size: int | None = None,
         write_chunk_size: int | None = None,
+        nodelay: bool = True,
     ) -> None:
         if not isinstance(socket, _socket_type):
             raise TypeError(f"socket must be a socket.socket, not {type(socket).__name__}")
@@ -310,6 +348,7 @@ class IOStream:
             read_chunk_size=read_chunk_size,
             max_write_buffer_size=max_write_buffer_size,
             write_chunk_size=write_chunk_size,
+            nodelay=nodelay,
         )
         socket.setblocking(False)
         #: The socket (an ``ssl.SSLSocket`` once TLS has been set up).
@@ -329,7 +368,10 @@ class IOStream:
         self.write_chunk_size = write_chunk_size
         #: The exception that closed the stream, or None.
         self.error: BaseException | None = None
-        self._state = _OPEN if _is_connected(socket) else _NEW
+        connected, peer, dead = _probe_connection(socket)
+        # The peer's address, for log messages (None until known).
+        self._peer: Any = peer
+        self._state = _OPEN if connected else _NEW
         self._read_buffer = ReadBuffer()
         self._pending: _PendingRead | None = None
         # A read whose data was taken from the buffer at once, waiting for
@@ -343,12 +385,25 @@ class IOStream:
         self._bytes_queued = 0
         self._bytes_sent = 0
         self._connect_callback: Callable[[], object] | None = None
+        self._log_connect_error = False
         self._close_callback: Callable[[], object] | None = None
         self._ready: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._draining = False
         self._drain_scheduled = False
         self._events: int | None = None  # None: not registered with the loop
         self._want_write = False  # TLS: OpenSSL needs writability to go on
+        # A hang-up arrived while the stream was not receiving: watch the fd
+        # again only once READ or WRITE is wanted (else the poller would
+        # report the hang-up on every iteration).
+        self._parked = False
+        self._nodelay = nodelay
+        if nodelay:
+            self.set_nodelay(True)
+        if dead is not None:
+            # Accepted, but the peer already reset it: the stream is open (the
+            # caller may set callbacks first), then closes on the next
+            # iteration with that error. The peer's doing: DEBUG only.
+            self.io_loop.add_callback(self._close_quietly, dead)
 
     # -- public API ---------------------------------------------------------
 
@@ -376,6 +431,8 @@ class IOStream:
                 f"connect() needs a stream on an unconnected socket; this one is {self._state}"
             )
         self._prepare_connect(address, server_hostname)
+        self._peer = address
+        self._log_connect_error = callback is not None
         try:
             self.socket.connect(address)
         except OSError as exc:
@@ -383,7 +440,7 @@ class IOStream:
             # progress": the kernel reports the outcome as writability.
             # EINTR on a non-blocking connect also leaves it in progress.
             if not (is_would_block(exc) or isinstance(exc, InterruptedError)):
-                self.close(exc)
+                self._connect_failed(exc)
                 return
         except (TypeError, ValueError, OverflowError) as exc:
             # A malformed address: nothing happened, the stream stays new.
@@ -529,7 +586,9 @@ class IOStream:
                 buffer.append(data)
         if callback is not None:
             self._write_callbacks.append((self._bytes_queued, callback))
-            if self._bytes_sent >= self._bytes_queued:
+            if self._bytes_sent >= self._bytes_queued and self._state is _OPEN:
+                # (Not before the connection exists: an empty write while
+                # connecting waits for it, and never runs if it fails.)
                 self._ready_write_callbacks()
         if self._state == _CLOSED:
             return
@@ -570,8 +629,14 @@ class IOStream:
         self._state = _CLOSED
         if self._events is not None:
             self._events = None
-            self.io_loop.remove_handler(self)
-        self.socket.close()
+            try:
+                self.io_loop.remove_handler(self)
+            except Exception as exc:  # an fd closed behind our back (EBADF)
+                app_log.debug("remove_handler failed closing %r: %s", self, exc)
+        try:
+            self.socket.close()
+        except Exception as exc:  # never raise from close(): the callback must run
+            app_log.debug("socket.close() failed closing %r: %s", self, exc)
         self._write_buffer.clear()
         self._write_callbacks.clear()
         self._connect_callback = None
@@ -607,9 +672,20 @@ class IOStream:
         return self._fd
 
     def set_nodelay(self, value: bool) -> None:
-        """Turn Nagle's algorithm off (True) or on (False) for a TCP socket."""
-        if self._state != _CLOSED and self.socket.family in (socket.AF_INET, socket.AF_INET6):
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if value else 0)
+        """Turn Nagle's algorithm off (True) or on (False) for a TCP socket.
+
+        TCP streams start with it off (``nodelay=True``, as asyncio and trio
+        do): a small reply goes out at once instead of waiting up to ~40 ms
+        for the peer's delayed ACK. A no-op for other sockets (UNIX, pipes)
+        and on a closed stream; a socket that refuses (its connection
+        already gone) is left as it is.
+        """
+        sock = self.socket
+        if self._state is not _CLOSED and sock.family in _TCP_FAMILIES:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if value else 0)
+            except OSError:
+                pass  # e.g. EINVAL on BSDs once the peer reset: the close says why
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} fd={self._fd} {self._state}>"
@@ -625,6 +701,15 @@ class IOStream:
             return
         if self._state is _CLOSED:
             # Only what is buffered can satisfy it now.
+            if read.streaming_callback is not None:
+                # Every buffered byte goes to the streaming callback, then the
+                # final callback gets b"" (Tornado). A read_bytes needing more
+                # than is buffered cannot complete: it takes nothing.
+                if isinstance(read, _ReadBytes) and self._read_buffer.size < read.remaining:
+                    raise StreamClosedError(real_error=self.error)
+                self._pending = read
+                self._schedule_drain()
+                return
             try:
                 data = read.complete(self._read_buffer, True)
             except UnsatisfiableReadError:
@@ -720,6 +805,7 @@ class IOStream:
                         data = read.complete(buffer, self._state is _CLOSED)
                     except UnsatisfiableReadError as exc:
                         self._pending = None
+                        self._log(logging.INFO, "Unsatisfiable read, closing connection", exc)
                         self.close(exc)
                         continue
                     if data is not None:
@@ -769,7 +855,9 @@ class IOStream:
         state = self._state
         if state == _OPEN:
             events = ERROR
-            if self._pending is not None or self._close_callback is not None:
+            if self._pending is not None or (
+                self._close_callback is not None and self._read_buffer.size < self.max_buffer_size
+            ):
                 events |= READ
             if self._write_buffer.size:
                 events |= WRITE
@@ -788,7 +876,9 @@ class IOStream:
             # The common case, inline: READ while someone waits for data,
             # WRITE while bytes wait to be sent.
             events = ERROR
-            if self._pending is not None or self._close_callback is not None:
+            if self._pending is not None or (
+                self._close_callback is not None and self._read_buffer.size < self.max_buffer_size
+            ):
                 events = READ | ERROR
             if self._write_buffer.size:
                 events |= WRITE
@@ -797,6 +887,13 @@ class IOStream:
         else:
             events = self._wanted_events()
         if events != self._events:
+            if self._parked:
+                if not events & (READ | WRITE):
+                    if self._events is not None:
+                        self._events = None
+                        self.io_loop.remove_handler(self)
+                    return
+                self._parked = False
             self._set_events(events)
 
     def _set_events(self, events: int) -> None:
@@ -824,9 +921,9 @@ class IOStream:
                 if events & WRITE and self._state == _OPEN:
                     self._handle_write()
         except OSError as exc:
-            # The socket failed (reset, aborted, ...): the peer's doing, not a
-            # bug, so it is recorded in `error`, not logged.
-            self.close(exc)
+            # recv failed (reset, aborted, ...): WARNING, or DEBUG when the
+            # peer merely went away (not a bug); `error` records it either way.
+            self._close_logged(exc, "Read error")
         except Exception as exc:
             app_log.exception("Uncaught exception in %r", self)
             self.close(exc)
@@ -835,25 +932,38 @@ class IOStream:
         self._update_events()
 
     def _handle_read(self, events: int) -> None:
-        """Receive what the socket has (bounded per event), then deliver it."""
+        """Receive what the pending read can use (bounded per event), deliver it.
+
+        The read-ahead policy (module docstring): receive while a read is
+        pending, or, with no read pending, while a close callback is set;
+        never past ``max_buffer_size``.
+        """
         buffer = self._read_buffer
         for _ in range(MAX_RECVS_PER_EVENT):
             read = self._pending
-            if read is not None and read.target is not None:
+            if read is None:
+                # Idle: read ahead only to notice the peer's close, bounded.
+                room = self.max_buffer_size - buffer.size
+                if self._close_callback is None or room <= 0:
+                    break
+            elif read.target is not None:
                 received = self._recv_direct(read)  # type: ignore[arg-type]
                 if received <= 0:
-                    break
+                    return
                 continue
-            room = self.max_buffer_size - buffer.size
-            if room <= 0:
-                # Every read the buffer satisfies was delivered as data came
-                # in; what is left can only grow past the limit.
-                self.close(
-                    StreamBufferFullError(
-                        f"read buffer reached max_buffer_size={self.max_buffer_size}"
-                    )
-                )
-                return
+            else:
+                room = self.max_buffer_size - buffer.size
+                if room <= 0:
+                    # The buffer is full: first let the pending read take
+                    # what it can (it may have been issued since the drain).
+                    self._drain()
+                    read = self._pending
+                    if self._state is _CLOSED:
+                        return
+                    if read is not None and buffer.size >= self.max_buffer_size:
+                        self._on_buffer_full(read)
+                        return
+                    continue
             size = self.read_chunk_size
             if buffer.size >= size:
                 size = SCRATCH_SIZE  # accumulating a large message: bigger recvs
@@ -868,7 +978,7 @@ class IOStream:
             except OSError as exc:
                 received = self._recv_failed(exc, view, size)
             if received < 0:  # would block
-                break
+                return
             if received == 0:
                 self._on_eof()
                 return
@@ -881,11 +991,35 @@ class IOStream:
                 if read is not None and read.__class__ is _ReadBytes:
                     self._prepare_direct_read(read)
             if received < size and self._short_read_drains:
-                break  # the kernel had no more: don't pay for an EAGAIN
+                return  # the kernel had no more: don't pay for an EAGAIN
         else:
             return
-        if events & ERROR and not events & READ and self._state == _OPEN:
+        # Not receiving (back-pressure, or idle without a close callback).
+        if events & ERROR and self._state is _OPEN:
             self._on_socket_error()
+
+    def _on_buffer_full(self, read: _PendingRead) -> None:
+        """The buffer holds max_buffer_size bytes and *read* is unsatisfied.
+
+        A ``read_until_close`` may still fit exactly: one more byte is asked
+        for (EOF: it completes; a byte: overflow, and that byte is dropped
+        with the connection; nothing yet: wait). Any other read cannot be
+        satisfied within the limit.
+        """
+        if read.__class__ is _ReadUntilClose:
+            with _scratch_view()[:1] as one:
+                received = self._recv_into(one, 1)
+            if received < 0:
+                return
+            if received == 0:
+                self._on_eof()
+                return
+        full = StreamBufferFullError(
+            f"read buffer reached max_buffer_size={self.max_buffer_size} "
+            f"and the pending read needs more"
+        )
+        self._log(logging.INFO, "Reached max_buffer_size, closing connection", full)
+        self.close(full)
 
     def _recv_direct(self, read: _ReadBytes) -> int:
         target = read.target
@@ -933,9 +1067,18 @@ class IOStream:
         self.close()
 
     def _on_socket_error(self) -> None:
-        """ERROR with nothing to read: close with the socket's pending error."""
+        """ERROR while not receiving: close with the socket's pending error.
+
+        A hang-up with no error pending (a pipe's writer closed, say) may
+        still leave unread data: the stream is parked (unwatched) until a
+        read or a write wants the fd again, instead of hearing the same
+        hang-up on every loop iteration.
+        """
         code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self.close(error_from_code(code) if code else ConnectionError("connection lost"))
+        if code:
+            self._close_logged(error_from_code(code), "Read error")
+        else:
+            self._parked = True
 
     # -- writes ---------------------------------------------------------------
 
@@ -998,7 +1141,7 @@ class IOStream:
                         # The caller queues the rest; the next send uses it.
                         self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE
                     return 0
-                self.close(exc)
+                self._close_logged(exc, "Write error")
                 return -1
 
     def _ready_write_callbacks(self) -> None:
@@ -1015,15 +1158,51 @@ class IOStream:
     def _finish_connect(self, events: int) -> None:
         code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            self.close(error_from_code(code))
+            self._connect_failed(error_from_code(code))
             return
         if events & ERROR and not events & WRITE:
             # Windows reports a failed connect only as an exception (ERROR);
             # SO_ERROR then normally says why, but never report success.
-            self.close(ConnectionError("connect failed"))
+            self._connect_failed(ConnectionError("connect failed"))
             return
         self._state = _OPEN
+        if self._nodelay:
+            self.set_nodelay(True)
         self._on_connected()
+
+    def _connect_failed(self, exc: OSError) -> None:
+        """Close with a connect error, logged once at WARNING as Tornado does
+        when a callback is used (a Future carries the error instead)."""
+        if self._log_connect_error:
+            self._log(logging.WARNING, "Connect error", exc, prefix=True)
+        self.close(exc)
+
+    def _peer_text(self) -> str:
+        peer = self._peer
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            host = str(peer[0])
+            return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        return str(peer) if peer else "unknown peer"
+
+    def _log(self, level: int, what: str, exc: BaseException, prefix: bool = False) -> None:
+        """Log *exc* once on the ``iostream`` logger, naming the fd and peer."""
+        if prefix:
+            app_log.log(level, "%s on fd %d (%s): %s", what, self._fd, self._peer_text(), exc)
+        else:
+            app_log.log(level, "%s: %s (fd %d, %s)", what, exc, self._fd, self._peer_text())
+
+    def _close_logged(self, exc: BaseException, what: str) -> None:
+        """Close with a read or write error: WARNING, DEBUG if the peer merely left."""
+        if self._state is not _CLOSED:
+            level = logging.DEBUG if is_connection_lost(exc) else logging.WARNING
+            self._log(level, what, exc, prefix=True)
+        self.close(exc)
+
+    def _close_quietly(self, exc: OSError) -> None:
+        """Close a stream whose connection died before it was made (DEBUG)."""
+        if self._state is not _CLOSED:
+            self._log(logging.DEBUG, "Connection gone before use", exc, prefix=True)
+        self.close(exc)
 
     def _continue_handshake(self) -> None:
         """Hook: drive a handshake one step (TLS streams only)."""
@@ -1035,7 +1214,7 @@ class IOStream:
         self._connect_callback = None
         if callback is not None:
             self._ready.append((callback, ()))
-        if self._write_buffer.size:
+        if self._write_buffer.size or self._write_callbacks:
             self._handle_write()
 
 
@@ -1062,11 +1241,20 @@ class SSLIOStream(IOStream):
         server_side: bool = False,
         **kwargs: Any,
     ) -> None:
+        self._ssl_read_scheduled = False
         super().__init__(socket, **kwargs)
+        self._server_hostname: str | None = None
+        if isinstance(socket, ssl.SSLSocket):
+            # Already wrapped (Tornado's documented way to make a server-side
+            # SSLIOStream): its context and side are the socket's own.
+            self.server_side = bool(socket.server_side)
+            self.ssl_context = socket.context
+            if self._state is _OPEN:
+                self._begin_handshake()
+            return
         self.server_side = bool(server_side)
         self.ssl_context = make_ssl_context(ssl_options, self.server_side)
-        self._server_hostname: str | None = None
-        if self.server_side:
+        if self.server_side and self._state is _OPEN:
             # An accepted socket: the handshake starts now. A client's starts
             # once connect() has connected it.
             self._start_tls()
@@ -1080,7 +1268,19 @@ class SSLIOStream(IOStream):
         self._start_tls()
 
     def _start_tls(self) -> None:
-        self.socket = self._wrap_socket(self.socket)
+        sock = self.socket
+        if not isinstance(sock, ssl.SSLSocket):
+            try:
+                sock = self._wrap_socket(sock)
+            except (ssl.SSLError, OSError) as exc:
+                # The peer is already gone (the ssl module asks getpeername
+                # and may read ahead): a handshake failure like any other.
+                self.close(exc)
+                return
+            self.socket = sock
+        self._begin_handshake()
+
+    def _begin_handshake(self) -> None:
         self._state = _HANDSHAKING
         if self._events is None:
             self._set_events(self._handshake_events())
@@ -1134,6 +1334,27 @@ class SSLIOStream(IOStream):
             sock = self.socket
             if self._state != _OPEN or not isinstance(sock, ssl.SSLSocket) or not sock.pending():
                 break
+            if self._pending is None and (
+                self._close_callback is None or self._read_buffer.size >= self.max_buffer_size
+            ):
+                # Back-pressure: the rest waits inside OpenSSL until a read
+                # wants it (_update_events schedules that read).
+                break
+
+    def _update_events(self) -> None:
+        super()._update_events()
+        # Decrypted bytes waiting inside OpenSSL make no poller event: when
+        # a read becomes pending while they are there, go and get them.
+        if self._pending is not None and self._state is _OPEN and not self._ssl_read_scheduled:
+            sock = self.socket
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                self._ssl_read_scheduled = True
+                self.io_loop.add_callback(self._read_from_openssl)
+
+    def _read_from_openssl(self) -> None:
+        self._ssl_read_scheduled = False
+        if self._state is _OPEN:
+            self._handle_events(self._fd, READ)
 
     def _handle_write(self) -> None:
         super()._handle_write()
@@ -1178,16 +1399,92 @@ def _is_no_buffer_space(exc: OSError) -> bool:
     return code in (WSAENOBUFS, errno.ENOBUFS)
 
 
-def _is_connected(sock: socket.socket) -> bool:
-    """True if *sock* has a peer (``getpeername`` answers)."""
+def _probe_connection(sock: socket.socket) -> tuple[bool, Any, OSError | None]:
+    """``(connected, peer address, error)`` for a socket a stream is made on.
+
+    ``getpeername`` answers for a live connection (one syscall: the common
+    case). It fails with ENOTCONN both for a fresh socket and for an
+    accepted one whose peer reset it while it waited in the listen queue;
+    the second has its error pending in SO_ERROR, or (once that was read)
+    reports EOF to a peeking ``recv``, while a fresh TCP socket answers
+    ENOTCONN (bound or not) and one still connecting would-block. Other
+    families (UNIX) are new unless SO_ERROR says otherwise.
+    """
     try:
-        sock.getpeername()
+        return True, sock.getpeername(), None
     except OSError:
-        return False
-    return True
+        pass
+    try:
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError as exc:
+        return True, None, exc
+    if code:
+        return True, None, error_from_code(code)
+    if sock.family not in _TCP_FAMILIES:
+        return False, None, None  # (a fresh UNIX socket answers a peek with EINVAL)
+    try:
+        # The plain socket's recv, also for an ssl.SSLSocket (which refuses
+        # flags): this peeks at the TCP bytes, consuming nothing.
+        data = _socket_type.recv(sock, 1, socket.MSG_PEEK)
+    except OSError as exc:
+        if is_not_connected(exc) or is_would_block(exc) or isinstance(exc, InterruptedError):
+            return False, None, None
+        return True, None, exc
+    if not data:
+        return (
+            True,
+            None,
+            ConnectionResetError(errno.ECONNRESET, "connection lost before the stream was made"),
+        )
+    return True, None, None
 
 
-_SSL_OPTION_KEYS = frozenset({"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers"})
+_SSL_OPTION_KEYS = frozenset(
+    {"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers", "ssl_version"}
+)
+
+#: Tornado's ``ssl_version`` values that pin one protocol version.
+_PINNED_VERSIONS = {
+    name: version
+    for name, version in (
+        ("PROTOCOL_TLSv1_2", ssl.TLSVersion.TLSv1_2),
+        ("PROTOCOL_TLSv1_1", ssl.TLSVersion.TLSv1_1),
+        ("PROTOCOL_TLSv1", ssl.TLSVersion.TLSv1),
+    )
+    if hasattr(ssl, name)
+}
+
+
+def _context_for_version(ssl_version: object, server_side: bool) -> tuple[ssl.SSLContext, bool]:
+    """A context for Tornado's ``ssl_version`` key: ``(context, pinned)``.
+
+    ``PROTOCOL_TLS`` / ``PROTOCOL_SSLv23`` (negotiate) and the side's own
+    ``PROTOCOL_TLS_SERVER`` / ``PROTOCOL_TLS_CLIENT`` give the modern
+    context (no deprecation warning); ``PROTOCOL_TLSv1_2`` pins TLS 1.2.
+    Versions below 1.2 are refused: this library's floor is TLS 1.2.
+    """
+    protocol = ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT
+    if not isinstance(ssl_version, int) or isinstance(ssl_version, bool):
+        raise ValueError(
+            f"ssl_options['ssl_version'] must be an ssl.PROTOCOL_* constant, not {ssl_version!r}"
+        )
+    wrong_side = ssl.PROTOCOL_TLS_CLIENT if server_side else ssl.PROTOCOL_TLS_SERVER
+    if ssl_version == wrong_side:
+        side = "server" if server_side else "client"
+        raise ValueError(f"ssl_options['ssl_version']={ssl_version!r} is not for a {side} stream")
+    if ssl_version in (ssl.PROTOCOL_TLS, protocol):
+        return ssl.SSLContext(protocol), False
+    for name, version in _PINNED_VERSIONS.items():
+        if ssl_version == getattr(ssl, name):
+            if version < ssl.TLSVersion.TLSv1_2:
+                raise ValueError(
+                    f"ssl_options['ssl_version']=ssl.{name} is below TLS 1.2, which this "
+                    "library refuses"
+                )
+            context = ssl.SSLContext(protocol)
+            context.minimum_version = context.maximum_version = version
+            return context, True
+    raise ValueError(f"ssl_options['ssl_version']={ssl_version!r} is not a TLS protocol")
 
 
 def make_ssl_context(
@@ -1197,7 +1494,10 @@ def make_ssl_context(
 
     An ``SSLContext`` is returned as it is. ``None`` (client only) and a dict
     give a context with verification on, TLS 1.2 at least; a dict's
-    ``cert_reqs=ssl.CERT_NONE`` turns verification off.
+    ``cert_reqs=ssl.CERT_NONE`` turns verification off. A dict may name
+    Tornado's ``ssl_version`` (``ssl.PROTOCOL_TLS``, the side's
+    ``PROTOCOL_TLS_SERVER``/``PROTOCOL_TLS_CLIENT``, or
+    ``PROTOCOL_TLSv1_2`` to pin TLS 1.2; older versions are refused).
     """
     if isinstance(ssl_options, ssl.SSLContext):
         return ssl_options
@@ -1215,19 +1515,30 @@ def make_ssl_context(
         raise ValueError(
             f"ssl_options has unknown keys {sorted(unknown)}; known: {sorted(_SSL_OPTION_KEYS)}"
         )
+    pinned = False
+    if "ssl_version" in ssl_options:
+        context, pinned = _context_for_version(ssl_options["ssl_version"], server_side)
     if server_side:
         if not ssl_options.get("certfile"):
             raise ValueError("ssl_options must give a certfile for a server-side TLS stream")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if "ssl_version" not in ssl_options:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if "cert_reqs" in ssl_options:
             context.verify_mode = ssl_options["cert_reqs"]
     else:
-        context = ssl.create_default_context()
+        if "ssl_version" in ssl_options:
+            # PROTOCOL_TLS_CLIENT verifies (CERT_REQUIRED, check_hostname);
+            # create_default_context also loads the system's trusted CAs.
+            if not ssl_options.get("ca_certs"):
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        else:
+            context = ssl.create_default_context()
         if "cert_reqs" in ssl_options:
             if ssl_options["cert_reqs"] == ssl.CERT_NONE:
                 context.check_hostname = False
             context.verify_mode = ssl_options["cert_reqs"]
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not pinned:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         if ssl_options.get("certfile"):
             context.load_cert_chain(ssl_options["certfile"], ssl_options.get("keyfile"))
@@ -1250,3 +1561,4 @@ def make_ssl_context(
 
 _socket_type = socket.socket
 _stream_type = socket.SOCK_STREAM
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)

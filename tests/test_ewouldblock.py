@@ -39,8 +39,9 @@ KiB = 1024
 MiB = 1024 * KiB
 
 #: Deadline, seconds, for one whole two-way transfer (a passing 16 MiB run
-#: takes one to a few seconds here; the slow 64 MiB runs up to ~20 s).
-TRANSFER_TIMEOUT = 240.0
+#: takes one to a few seconds here; the slow 64 MiB runs up to ~20 s). Below
+#: pytest's own 120 s timeout, so a stall fails with this suite's message.
+TRANSFER_TIMEOUT = 100.0
 #: A transfer that moves no byte for this long has stalled: fail at once.
 STALL = 10.0
 
@@ -247,7 +248,23 @@ def test_16mib_each_way_tiny_buffers_tls(io_loop: IOLoop, tls: TLSFiles) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bufsize", [1024, 4096, 65536])
-def test_64mib_each_way_tiny_buffers_tls(io_loop: IOLoop, tls: TLSFiles, bufsize: int) -> None:
-    """64 MiB each way over several buffer sizes, TLS."""
-    run_tls(io_loop, tls, bufsize, 64 * MiB, seed=bufsize + 1)
+@pytest.mark.parametrize(
+    ("bufsize", "size"), [(1024, 4 * MiB), (4096, 64 * MiB), (65536, 64 * MiB)]
+)
+def test_64mib_each_way_tiny_buffers_tls(
+    io_loop: IOLoop, tls: TLSFiles, bufsize: int, size: int
+) -> None:
+    """64 MiB each way over several buffer sizes, TLS; 4 MiB with 1 KiB buffers.
+
+    Why less data for 1 KiB buffers: a 1 KiB receive buffer announces a
+    window smaller than one TLS record (up to 16 KiB plus overhead), so the
+    sender keeps meeting a zero or tiny window. The receiver's silly-window
+    avoidance holds back the window update until the window has opened by a
+    good fraction of the buffer, and the sender then waits for its *persist
+    timer* (zero-window probes, 200 ms and backing off) before it sends
+    again. That is a kernel stall, not the library's: 64 MiB took minutes
+    here, past pytest's 120 s timeout. 4 MiB each way still drives the
+    tiny-buffer TLS path thousands of times (want-write and want-read
+    counted, same-bytes retries checked) in seconds.
+    """
+    run_tls(io_loop, tls, bufsize, size, seed=bufsize + 1)
