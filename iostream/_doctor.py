@@ -335,7 +335,7 @@ class _Prober:
         self.registered: set[int] = set()
         self.problems: list[tuple[str, str]] = []
         #: Why fds fell back, when the poller is a FallbackPoller.
-        self.fallbacks: set[str] = set()
+        self.fallbacks: list[str] = []
 
     def register(self, fd: int, events: int, what: str) -> None:
         try:
@@ -345,8 +345,8 @@ class _Prober:
         self.registered.add(fd)
         if isinstance(self.poller, FallbackPoller):
             reason = self.poller.fallbacks.get(fd)
-            if reason is not None:
-                self.fallbacks.add(reason)
+            if reason is not None and reason not in self.fallbacks:
+                self.fallbacks.append(reason)
 
     def unregister(self, fd: int) -> None:
         self.registered.discard(fd)
@@ -445,7 +445,11 @@ def _probe_once(make: Callable[[], Poller], kind: Callable[[], _Subject], timeou
             prober.run(subject)
             cell = prober.verdict()
             if prober.fallbacks and cell.result == OK:
-                cell = Cell(FALLBACK, "; ".join(sorted(prober.fallbacks)))
+                more = len(prober.fallbacks) - 1
+                also = (
+                    f" (and {more} more fd{'s' if more > 1 else ''} of this kind)" if more else ""
+                )
+                cell = Cell(FALLBACK, prober.fallbacks[0] + also)
             return cell
         finally:
             poller.close()
