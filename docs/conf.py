@@ -87,9 +87,3 @@ def _mark_missing_modules(app: object, docname: str, source: list[str]) -> None:
 def setup(app: object) -> None:
     """Sphinx hook: register :func:`_mark_missing_modules`."""
     app.connect("source-read", _mark_missing_modules)  # type: ignore[attr-defined]
-
-
-# H4 writes testing.md (the testing page); until it is there, the table of
-# contents may name it without failing the build.
-if not os.path.exists(os.path.join(os.path.dirname(__file__), "testing.md")):
-    suppress_warnings = ["toc.not_readable", "ref.doc"]
