@@ -400,3 +400,117 @@ def test_a_timer_returning_a_coroutine_has_it_run(io_loop: IOLoop) -> None:
     io_loop.call_later(LIMIT, io_loop.stop)
     io_loop.start()
     assert ran == [True]
+
+
+# -- ported from Tornado's tornado/test/ioloop_test.py (6.x) ---------------------------
+
+
+def test_callbacks_returning_a_dict_or_list_do_not_spin(io_loop: IOLoop) -> None:
+    """Tornado issue #1803: a non-awaitable return value is ignored."""
+    calls = 0
+    real_add_callback = io_loop.add_callback
+
+    def counting(callback: Any, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        real_add_callback(callback, *args)
+
+    io_loop.add_callback = counting  # type: ignore[method-assign]
+    io_loop.add_callback(dict)
+    io_loop.add_callback(list)
+    io_loop.call_later(0.05, io_loop.stop)
+    io_loop.start()
+    assert calls < 10
+
+
+def test_non_current_loop_is_current_only_while_running(poller_name: str) -> None:
+    loop = IOLoop(poller_name, make_current=False)
+    try:
+        assert IOLoop.current(instance=False) is None
+        seen: list[IOLoop | None] = []
+
+        def look() -> None:
+            seen.append(IOLoop.current())
+            loop.stop()
+
+        for round_number in range(1, 4):
+            loop.add_callback(look)
+            loop.start()
+            assert seen == [loop] * round_number
+            assert IOLoop.current(instance=False) is None
+    finally:
+        loop.close()
+
+
+def test_clear_current_without_current_in_a_fresh_thread() -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(IOLoop.clear_current).result(LIMIT) is None
+
+
+def test_run_in_executor_runs_in_parallel(io_loop: IOLoop) -> None:
+    """Two functions that wait for each other would deadlock if run in turn."""
+    event1 = threading.Event()
+    event2 = threading.Event()
+
+    def sync_func(mine: threading.Event, other: threading.Event) -> threading.Event:
+        mine.set()
+        other.wait(LIMIT)
+        return mine
+
+    async def main() -> list[threading.Event]:
+        loop = IOLoop.current()
+        return list(
+            await asyncio.gather(
+                loop.run_in_executor(None, sync_func, event1, event2),
+                loop.run_in_executor(None, sync_func, event2, event1),
+            )
+        )
+
+    assert io_loop.run_sync(main, timeout=LIMIT) == [event1, event2]
+
+
+def test_set_default_executor(io_loop: IOLoop) -> None:
+    count = 0
+
+    class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += 1
+            return super().submit(fn, *args, **kwargs)
+
+    executor = CountingExecutor(1)
+    try:
+        io_loop.set_default_executor(executor)
+        io_loop.run_sync(lambda: io_loop.run_in_executor(None, sum, [1]), timeout=LIMIT)
+        assert count == 1
+    finally:
+        executor.shutdown()
+
+
+def test_run_sync_current_is_the_loop(io_loop: IOLoop) -> None:
+    async def look() -> IOLoop:
+        return IOLoop.current()
+
+    assert io_loop.run_sync(look, timeout=LIMIT) is io_loop
+
+
+def test_run_sync_native_coroutine_with_sleep(io_loop: IOLoop) -> None:
+    async def f1() -> str:
+        await asyncio.sleep(0)
+        return "x"
+
+    async def f2() -> str:
+        return await f1()
+
+    assert io_loop.run_sync(f2, timeout=LIMIT) == "x"
+
+
+def test_run_sync_stop_without_timeout(io_loop: IOLoop) -> None:
+    async def f() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        IOLoop.current().stop()
+        await asyncio.sleep(LIMIT)
+
+    with pytest.raises(RuntimeError, match="Event loop stopped"):
+        io_loop.run_sync(f, timeout=LIMIT)
