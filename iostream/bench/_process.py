@@ -70,10 +70,13 @@ class Worker:
                 raise RunFailed(f"{self.role}: {payload.get('message')}")
 
     def tell(self, line: str) -> None:
-        """Write one line to the worker's stdin."""
+        """Write one line to the worker's stdin (:class:`RunFailed` if it has gone)."""
         assert self._proc.stdin is not None
-        self._proc.stdin.write(line + "\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+        except OSError as exc:  # BrokenPipeError: it exited early
+            raise RunFailed(f"{self.role} is gone ({exc}): {self.stderr_tail()}") from exc
 
     def close_stdin(self) -> None:
         """Close the worker's stdin (servers and holding clients end on it)."""

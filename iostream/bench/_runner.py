@@ -177,13 +177,14 @@ def _one_way_part(
     receiver = Worker({"role": "receive", **common, **_peer_spec(job, ctx, part)})
     sender: Worker | None = None
     try:
-        port = receiver.expect("READY", sizes.timeout)["port"]
+        # Started at once, told the port later: the two start-ups overlap.
         if own:
             sender = Worker(
-                {"role": "write", "port": port, **common, **_peer_spec(job, ctx, part + "-client")}
+                {"role": "write", "port": None, **common, **_peer_spec(job, ctx, part + "-client")}
             )
         else:
-            sender = Worker({"role": "send", "port": port, **common})
+            sender = Worker({"role": "send", "port": None, **common})
+        sender.tell(f"port {receiver.expect('READY', sizes.timeout)['port']}")
         got = receiver.expect("RESULT", sizes.timeout)
         sender_result = sender.expect("RESULT", sizes.timeout)
     finally:
@@ -238,8 +239,8 @@ def _echo(job: Job, ctx: Context) -> Outcome:
     server = Worker({"role": "serve", **_peer_spec(job, ctx)})
     client: Worker | None = None
     try:
-        port = server.expect("READY", sizes.timeout)["port"]
-        client = Worker({"role": "client", "port": port, "timeout": sizes.timeout, **shape})
+        client = Worker({"role": "client", "port": None, "timeout": sizes.timeout, **shape})
+        client.tell(f"port {server.expect('READY', sizes.timeout)['port']}")
         result = client.expect("RESULT", sizes.timeout)
     finally:
         for worker in (client, server):

@@ -12,7 +12,10 @@ The JSON object's ``role`` picks what the process is:
 - ``client``: the shared echo client.
 
 Each prints ``READY``/``HELD``/``STAT`` lines as it goes, then ``RESULT`` on
-success or ``ERROR`` on failure (exit status 1).
+success or ``ERROR`` on failure (exit status 1). The connecting roles (``send``,
+``write``, ``client``) may be started before the port is known (``"port":
+null``): the harness then writes ``port N`` on their stdin once the other
+side listens, so their start-up overlaps the listener's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ from iostream.bench._config import Sizes
 from iostream.bench._payload import VerificationError
 from iostream.bench._peers import BenchError, ServerStats, make_peer
 from iostream.bench._proc import emit, raise_nofile, rss_kib
+
+
+def _port(spec: dict[str, Any]) -> int:
+    """The port to connect to: in the spec, or the ``port N`` line the harness writes."""
+    if spec.get("port") is not None:
+        return int(spec["port"])
+    line = sys.stdin.readline().split()
+    if len(line) != 2 or line[0] != "port":
+        raise BenchError(f"expected 'port N' on stdin, got {' '.join(line)!r}")
+    return int(line[1])
 
 
 def _cert(spec: dict[str, Any]) -> _tls.CertFiles | None:
@@ -74,7 +87,7 @@ def send(spec: dict[str, Any]) -> dict[str, Any]:
     """Role ``send``: the raw sender."""
     sizes = Sizes.from_json(spec["sizes"])
     sent, busy = _sender.send(
-        spec["port"], spec["workload"], sizes, _cert(spec), spec.get("cache_dir"), sizes.timeout
+        _port(spec), spec["workload"], sizes, _cert(spec), spec.get("cache_dir"), sizes.timeout
     )
     return {"sent": sent, "sender_cpu": busy}
 
@@ -98,7 +111,8 @@ def write(spec: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     profile = _Profile(spec.get("profile"))
     profile.start()
-    peer.send(spec["port"], phases, sizes.timeout)
+    port = _port(spec)
+    peer.send(port, phases, sizes.timeout)
     profile.stop()
     if faults:
         raise BenchError(faults[0])
@@ -200,7 +214,7 @@ class _Profile:
 def client(spec: dict[str, Any]) -> dict[str, Any]:
     """Role ``client``: the shared echo client."""
     return _client.run(
-        spec["port"],
+        _port(spec),
         spec["active"],
         spec["idle"],
         spec["seconds"],
