@@ -7,8 +7,12 @@ One iteration of :meth:`IOLoop.start` does, in order:
 2. take the timers whose deadline has passed;
 3. run those callbacks, then those timers;
 4. wait in ``poller.poll`` — for ever if nothing is queued or scheduled, until
-   the next deadline if a timer is pending, not at all if callbacks wait;
-5. call the handler of each fd the poller reported.
+   the next deadline if a timer is pending (at most :data:`MAX_TIMEOUT`, a
+   day: a timer 30 years away must not overflow the kernel's wait), not at
+   all if callbacks wait;
+5. call the handler of each fd the poller reported — except for an fd whose
+   handler was removed by an earlier handler of the same batch: its event was
+   polled for the old file, even if a new handler now has that fd number.
 
 Each step is a plain loop over plain containers — a ``deque`` of callbacks,
 a ``heapq`` of timers, a ``dict`` of handlers — because this path runs once
@@ -20,6 +24,31 @@ Waking up: :meth:`IOLoop.add_callback` may be called from another thread or
 from a signal handler while the loop sleeps in ``poll``. The loop then needs
 a kick, which is one byte written to a socket pair it watches (a socket
 pair, not a pipe, because Windows' ``select`` only takes sockets).
+
+Per-fd fallback: the loop drives the chosen poller (``io_loop.poller``)
+through :class:`~iostream.pollers.fallback.FallbackPoller`, so an fd that
+backend refuses but another can watch (a regular file on epoll: always
+ready; an fd >= FD_SETSIZE on select; a tty on macOS kqueue) is watched
+another way instead of failing ``add_handler``. The loop keeps no object ->
+fd table of its own: the poller's (:meth:`Poller.fileno_of`) finds a socket
+closed while registered.
+
+asyncio: while it runs, the loop is asyncio's running loop of its thread and
+implements the part of asyncio's event-loop interface that futures, tasks and
+timers use (``call_soon``/``call_later``/``call_at`` with ``context=``,
+``time``, ``create_future``, ``create_task``, ``run_in_executor``,
+``call_exception_handler``...). So ``asyncio.sleep``, ``gather``,
+``wait_for``, ``timeout``, ``Event``, ``Queue`` and ``TaskGroup`` work in the
+coroutines it runs (:meth:`IOLoop.run_sync`, :meth:`IOLoop.spawn_callback`),
+with no asyncio loop in the process. Its sockets, transports, pipes,
+subprocesses and signals are not provided (``NotImplementedError`` naming
+``iostream.asyncio``, which runs all of asyncio on these pollers). The other
+way round, :meth:`IOLoop.from_asyncio` gives the IOLoop interface on an
+asyncio loop (``iostream._aioloop``).
+
+:meth:`IOLoop.current` is the loop running in this thread, else the one made
+current (a new IOLoop becomes current when none is, as in Tornado; closing
+it undoes that), else :meth:`IOLoop.instance`.
 """
 
 from __future__ import annotations
