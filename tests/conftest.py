@@ -25,6 +25,16 @@ def _poller_names() -> list[str]:
 POLLER_NAMES = _poller_names()
 
 
+@pytest.fixture(autouse=True)
+def _no_current_loop_between_tests() -> Iterator[None]:
+    """No loop made current leaks from one test into the next (a loop a test
+    forgot to close would stay current in this thread, and IOLoop.current()
+    would hand it to the next test's streams)."""
+    IOLoop.clear_current()
+    yield
+    IOLoop.clear_current()
+
+
 @pytest.fixture(params=POLLER_NAMES)
 def poller_name(request: pytest.FixtureRequest) -> str:
     """The name of the poller this test runs on."""
