@@ -243,12 +243,17 @@ def test_recording_collects_what_was_made_inside() -> None:
 BIG = bytes(range(256)) * 1024 * 2  # 512 KiB: over the Windows send limit
 
 
-@pytest.mark.parametrize("kind", ["plain", "windows", "chaos", "tls", "tls-chaos"])
+@pytest.mark.parametrize("kind", ["plain", "windows", "chaos", "tls", "tls-chaos", "tls-seeded"])
 def test_stream_pair_carries_bytes_both_ways(io_loop: IOLoop, kind: str) -> None:
     options: dict[str, object] = {}
     if kind == "chaos":
         options = {"seed": 5, "chaos_options": {"windows": True}}
-    if kind == "tls-chaos":
+    if kind == "tls-seeded":
+        kind, options = "tls-chaos", {"seed": "s"}
+        seeded = True
+    else:
+        seeded = False
+    if kind == "tls-chaos" and not seeded:
         options = {
             "tls_chaos": TLSChaos(send_faults=deque([Fault("want_write"), Fault("want_read")]))
         }
@@ -271,7 +276,12 @@ def test_stream_pair_carries_bytes_both_ways(io_loop: IOLoop, kind: str) -> None
             assert isinstance(a, SSLIOStream) and isinstance(b, SSLIOStream)
         if kind == "tls-chaos":
             chaos = a.chaos  # type: ignore[attr-defined]
-            assert chaos.injected_send_wants == 2 and chaos.violations == []
+            assert chaos.violations == [], chaos.describe()
+            if seeded:
+                assert chaos.seed == "s" and chaos.injected_send_wants > 0
+                assert any("want_read" in line for line in chaos.log), chaos.describe()
+            else:
+                assert chaos.injected_send_wants == 2
     finally:
         a.close()
         b.close()
@@ -298,6 +308,10 @@ def test_stream_pair_defaults_to_the_current_loop() -> None:
         ({"kind": "plain", "seed": 1}, ValueError, "need kind='chaos'"),
         ({"kind": "tls", "server_context": object()}, ValueError, "pass both server_context"),
         ({"kind": "plain", "family": socket.AF_UNIX}, ValueError, "family must be"),
+        ({"kind": "plain", "tls_chaos": TLSChaos()}, ValueError, "tls_chaos needs kind="),
+        ({"kind": "tls", "seed": 1}, ValueError, "seed and tls_chaos need kind='tls-chaos'"),
+        ({"kind": "tls-chaos", "seed": 1, "tls_chaos": TLSChaos()}, ValueError, "not both"),
+        ({"kind": "tls", "send_faults": [OK]}, ValueError, "need kind='chaos'"),
     ],
 )
 def test_stream_pair_bad_input(

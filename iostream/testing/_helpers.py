@@ -361,8 +361,9 @@ def stream_pair(
         or (both omitted) :func:`tls_contexts` from trustme;
     ``"tls-chaos"``
         as ``"tls"``, the client a :class:`ChaosSSLIOStream` whose TLS
-        socket follows *tls_chaos* (a :class:`TLSChaos`; default an empty
-        one, which still checks retries after OpenSSL's own want-writes).
+        socket follows *tls_chaos* (a :class:`TLSChaos`), or
+        ``TLSChaos(seed=seed)``; neither: an empty plan, which still checks
+        the retries after OpenSSL's own want-writes.
         The client context's ``sslsocket_class`` is changed, so pass one
         made for this pair (the trustme default is made fresh).
 
@@ -388,10 +389,23 @@ def stream_pair(
             b = ChaosSocket.wrap(b, seed=server_seed, **options)
         elif seed is not None or send_faults or recv_faults or chaos_options:
             raise ValueError("seed, send_faults, recv_faults, chaos_options need kind='chaos'")
+        if tls_chaos is not None:
+            raise ValueError("tls_chaos needs kind='tls-chaos'")
         return (
             IOStream(a, io_loop=io_loop, **stream_kwargs),
             IOStream(b, io_loop=io_loop, **stream_kwargs),
         )
+    if send_faults or recv_faults or chaos_options:
+        raise ValueError(
+            "send_faults, recv_faults, chaos_options need kind='chaos' "
+            "(for TLS faults: kind='tls-chaos' with tls_chaos=TLSChaos(...) or seed=)"
+        )
+    if kind == "tls" and (seed is not None or tls_chaos is not None):
+        raise ValueError("seed and tls_chaos need kind='tls-chaos'")
+    if seed is not None:
+        if tls_chaos is not None:
+            raise ValueError("pass seed or tls_chaos (which has its own seed), not both")
+        tls_chaos = TLSChaos(seed=seed)
     if server_context is None or client_context is None:
         if kind == "tls":
             server_context, client_context = tls_contexts()

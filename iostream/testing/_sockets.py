@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
+from iostream._platform import WSAECONNABORTED, WSAECONNRESET, WSAENOBUFS, WSAEWOULDBLOCK
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -48,13 +50,13 @@ __all__ = [
 
 KiB = 1024
 
-#: Winsock codes, as Python on Windows puts them in both ``errno`` and
-#: ``winerror`` (``winerror_to_errno`` passes 10000-11999 through unchanged).
-WSAEWOULDBLOCK = 10035
-WSAENOBUFS = 10055
-WSAECONNABORTED = 10053
-WSAECONNRESET = 10054
+# Winsock codes, as Python on Windows puts them in both ``errno`` and
+# ``winerror`` (``winerror_to_errno`` passes 10000-11999 through unchanged).
+# The ones the library itself handles are named in iostream._platform; the
+# stand-in also needs two that only show up in errors it emulates.
+#: WSAETIMEDOUT: a connection attempt or an established connection timed out.
 WSAETIMEDOUT = 10060
+#: WSAECONNREFUSED: nothing listens at the address connected to.
 WSAECONNREFUSED = 10061
 
 #: The largest ``send`` the Windows stand-in accepts. Winsock fails a

@@ -9,6 +9,8 @@ and records every retry that breaks the rule.
 
 from __future__ import annotations
 
+import math
+import random
 import socket
 import ssl
 from collections import deque
@@ -16,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from iostream.stream import SSLIOStream
-from iostream.testing._sockets import OK, Fault, _as_bytes_view, _recorders, format_schedule
+from iostream.testing._sockets import (
+    EINTR,
+    OK,
+    Fault,
+    _as_bytes_view,
+    _recorders,
+    format_schedule,
+    short,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -24,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["ChaosSSLIOStream", "ChaosSSLSocket", "TLSChaos", "chaos_context"]
 
 KiB = 1024
+
+WANT_READ = Fault("want_read")
+WANT_WRITE = Fault("want_write")
 
 
 @dataclass(frozen=True)
@@ -93,22 +106,60 @@ class TLSChaos:
     send_sizes: list[int] = field(default_factory=list)
     #: Bytes returned by ``recv_into`` so far (decrypted).
     bytes_received: int = 0
+    #: With a seed, calls past the explicit schedules draw their faults from
+    #: ``random.Random`` seeded with it: a send gets ``want_write`` or
+    #: ``eintr``, a receive ``want_read`` or a short read, each call with
+    #: probability *want_rate* (handshakes are left alone).
+    seed: int | str | None = None
+    #: Probability of a drawn fault per call (with ``seed``).
+    want_rate: float = 0.2
     # The last send that failed with want-read/want-write: the next send must
     # start with exactly its bytes (OpenSSL's retry rule).
     _retry: _Retry | None = None
     _last_handshake_want_read: bool = False
 
+    _send_rng: random.Random | None = field(default=None, repr=False)
+    _recv_rng: random.Random | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
+        rate = self.want_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError(f"want_rate must be a number from 0 to 1, got {rate!r}")
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str))):
+            raise TypeError(f"seed must be an int, a str or None, not {type(seed).__name__}")
+        if seed is not None:
+            self._send_rng = random.Random(f"{seed}:tls-send")
+            self._recv_rng = random.Random(f"{seed}:tls-recv")
         self.send_faults = deque(self.send_faults)
         self.recv_faults = deque(self.recv_faults)
         self.handshake_faults = deque(self.handshake_faults)
         for recorder in _recorders:
             recorder.append(self)
 
+    def _next_send_fault(self) -> Fault:
+        if self.send_faults:
+            return self.send_faults.popleft()
+        rng = self._send_rng
+        if rng is None or rng.random() >= self.want_rate:
+            return OK
+        return WANT_WRITE if rng.random() < 0.8 else EINTR
+
+    def _next_recv_fault(self, size: int) -> Fault | None:
+        if self.recv_faults:
+            return self.recv_faults.popleft()
+        rng = self._recv_rng
+        if rng is None or rng.random() >= self.want_rate:
+            return None
+        if rng.random() < 0.5 or size < 2:
+            return WANT_READ
+        return short(max(1, min(size - 1, int(2 ** rng.uniform(0, math.log2(size))))))
+
     def describe(self, limit: int = 200) -> str:
         """A readable record: faults still pending, broken retries, the call trace."""
+        seed = "" if self.seed is None else f" seed={self.seed!r}"
         lines = [
-            f"TLSChaos: {len(self.send_sizes)} send calls, "
+            f"TLSChaos{seed}: {len(self.send_sizes)} send calls, "
             f"{self.injected_send_wants} want-* injected on send, "
             f"{self.real_send_wants} raised by OpenSSL"
         ]
@@ -153,7 +204,7 @@ class ChaosSSLSocket(ssl.SSLSocket):
             problem = retry.mismatch(view)
             if problem:
                 plan.violations.append(f"send retried after want-*: {problem}")
-        fault = plan.send_faults.popleft() if plan.send_faults else OK
+        fault = plan._next_send_fault()
         exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
         if exc is not None:
             plan.injected_send_wants += isinstance(exc, ssl.SSLError)
@@ -177,14 +228,14 @@ class ChaosSSLSocket(ssl.SSLSocket):
     def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
         """``SSLSocket.recv_into``, after the next recv fault."""
         plan = self.chaos
-        if plan is not None and plan.recv_faults:
-            fault = plan.recv_faults.popleft()
+        size = nbytes or _as_bytes_view(buffer).nbytes
+        fault = plan._next_recv_fault(size) if plan is not None else None
+        if plan is not None and fault is not None:
             exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
             plan.log.append(f"<tls recv [{fault!r}]>")
             if exc is not None:
                 raise exc
             if fault.kind == "short":
-                size = nbytes or _as_bytes_view(buffer).nbytes
                 nbytes = min(size, fault.arg)
         n = super().recv_into(buffer, nbytes, flags)
         if plan is not None:
