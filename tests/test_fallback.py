@@ -1121,3 +1121,26 @@ def test_fileno_of_finds_fallback_objects_by_identity(pair: Pair) -> None:
     finally:
         c.close()
         d.close()
+
+
+@needs_poll
+@pytest.mark.parametrize("primary", ["select", "epoll"])
+def test_neither_side_starves_the_other(pair: Pair, primary: str) -> None:
+    """A primary fd and a fallback fd, both ready for ever: every poll reports both."""
+    if primary not in pollers.available():
+        pytest.skip(f"needs {primary}")
+    a, b = pair
+    a.send(b"unread")  # b stays readable: never drained
+    null = os.open(os.devnull, os.O_RDWR)
+    refused = _high_fd(null) if primary == "select" else null
+    try:
+        with FallbackPoller(pollers.BACKENDS[primary]()) as poller:
+            poller.register(b, READ)
+            poller.register(refused, READ)  # /dev/null: always readable
+            assert refused in poller.fallbacks
+            for _ in range(50):
+                assert dict(poller.poll(EVENT_TIMEOUT)) == {b.fileno(): READ, refused: READ}
+    finally:
+        if refused != null:
+            os.close(refused)
+        os.close(null)
