@@ -70,7 +70,11 @@ __all__ = [
     "Cell",
     "Report",
     "basic_socket_probe",
+    "build_parser",
+    "fork_cell",
+    "format_report",
     "main",
+    "probe_cell",
     "run_doctor",
 ]
 
