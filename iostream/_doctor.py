@@ -65,8 +65,17 @@ from iostream.pollers import ERROR, READ, WRITE, Poller
 from iostream.pollers.fallback import FallbackPoller
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
+    "FAILED",
+    "FALLBACK",
     "FD_KINDS",
+    "FORK",
+    "HANG",
+    "NOT_HERE",
+    "OK",
+    "REFUSED",
     "RESULTS",
+    "WRONG",
     "Cell",
     "Report",
     "basic_socket_probe",
