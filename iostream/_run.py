@@ -45,6 +45,7 @@ import io
 import os
 import runpy
 import sys
+import textwrap
 import types
 import warnings
 import zipfile
@@ -76,9 +77,7 @@ arguments:
   -m MODULE [ARGS...]  run library module MODULE as a script
 
 options:
-  --poller NAME        the poller: {known}; a comma-separated list means the
-                       first available. Default: ${env} if set, else the best
-                       here ({best}). Available here: {available}.
+{poller_help}
   -h, --help           show this help and exit
 """
 
@@ -154,13 +153,15 @@ def _parse(argv: list[str]) -> _Command:
 
 def _help_text(prog: str) -> str:
     available = pollers.available()
-    return _HELP.format(
-        prog=prog,
-        known=", ".join(pollers.BACKENDS),
-        env=pollers.ENV_VAR,
-        best=available[0],
-        available=", ".join(available),
+    poller_help = textwrap.fill(
+        f"the poller: {', '.join(pollers.BACKENDS)}; a comma-separated list means "
+        f"the first available. Default: ${pollers.ENV_VAR} if set, else the best "
+        f"here ({available[0]}). Available here: {', '.join(available)}.",
+        width=78,
+        initial_indent="  --poller NAME        ",
+        subsequent_indent=" " * 23,
     )
+    return _HELP.format(prog=prog, poller_help=poller_help)
 
 
 def _one_line(text: str) -> str:
