@@ -667,6 +667,8 @@ class Report:
     default_source: str
     recommended: str | None
     unavailable: dict[str, str]
+    #: Pollers probed here that the automatic choice skips, with why.
+    skipped: dict[str, str]
     problems: list[str]
     exit_status: int
 
@@ -686,6 +688,7 @@ class Report:
                 for name, row in self.cells.items()
             },
             "unavailable": self.unavailable,
+            "skipped_by_automatic_choice": self.skipped,
             "problems": self.problems,
             "exit_status": self.exit_status,
         }
@@ -771,10 +774,14 @@ def run_doctor(
         recommended = min(cells, key=lambda name: _failures(cells[name]))
     else:
         recommended = None
-    unavailable = {
+    reasons = pollers.unavailable_reasons()
+    unavailable = {name: reason for name, reason in reasons.items() if name not in backends}
+    # Probed here, yet not offered by the automatic choice (it failed the
+    # library's own socket probe): say so next to the table.
+    skipped = {
         name: reason
-        for name, reason in pollers.unavailable_reasons().items()
-        if name not in backends
+        for name, reason in reasons.items()
+        if name in backends and backends[name] is pollers.BACKENDS.get(name)
     }
     return Report(
         columns=columns,
@@ -783,6 +790,7 @@ def run_doctor(
         default_source=default_source,
         recommended=recommended,
         unavailable=unavailable,
+        skipped=skipped,
         problems=problems,
         exit_status=1 if problems else 0,
     )
@@ -827,6 +835,9 @@ def format_report(report: Report) -> str:
         ]
     if notes:
         lines += ["", "Details:", *notes]
+    if report.skipped:
+        lines += ["", "Skipped by the automatic choice:"]
+        lines += [f"  {name}: {reason}" for name, reason in report.skipped.items()]
     if report.unavailable:
         lines += ["", "Not available here:"]
         lines += [f"  {name}: {reason}" for name, reason in report.unavailable.items()]

@@ -33,6 +33,7 @@ from iostream._doctor import (
     RESULTS,
     WRONG,
     basic_socket_probe,
+    format_report,
     main,
     probe_cell,
     run_doctor,
@@ -481,3 +482,18 @@ def test_fork_column_goes_through_the_fallback_for_a_refusing_poller() -> None:
     assert cell.result == FALLBACK, cell
     assert "refuser will not watch" in cell.detail
     assert fork_cell(OpaqueRefuser, FAST).result == REFUSED
+
+
+def test_a_backend_the_automatic_choice_skips_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend failing the library's own socket probe is probed, and said to be skipped."""
+    # pollers._probe is where choose() and unavailable_reasons() both ask (as test_cli does).
+    monkeypatch.setattr(
+        pollers, "_probe", lambda name: "failed a socket probe: test" if name == "select" else None
+    )
+    report = run_doctor(kinds=["tcp"], timeout=FAST, fork=False)
+    assert report.skipped == {"select": "failed a socket probe: test"}
+    assert "select" in report.cells  # still probed: the table shows what works
+    assert "Skipped by the automatic choice:\n  select: failed a socket probe: test" in (
+        format_report(report)
+    )
+    assert report.to_json()["skipped_by_automatic_choice"] == report.skipped
