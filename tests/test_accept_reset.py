@@ -111,11 +111,6 @@ def _healthy_client(streams: StreamKit, port: int) -> socket.socket:
 # ---------------------------------------------------------------- accepted then reset
 
 
-@pytest.mark.xfail(
-    reason="needs the stream side of issue 9 item 3 (H1, stream.py): an accepted socket "
-    "whose peer already reset is taken for unconnected and never watched",
-    strict=True,
-)
 def test_plain_server_stream_of_a_reset_connection_closes(
     io_loop: IOLoop, streams: StreamKit, loud: pytest.LogCaptureFixture
 ) -> None:
