@@ -26,6 +26,8 @@ operation              cost
 ``take_through(d, …)`` O(bytes searched + bytes taken); ``IOStream.read_until``
                        inlines its head-form case (keep the two in step)
 ``take(n)``            O(n) (one copy); O(1) when it is a whole head chunk
+``take_into(view)``    O(bytes moved): one copy into the caller's buffer
+``search(regex, end)`` O(end): a regex search restarts from the front
 ``size``               O(1), an attribute kept up to date
 =====================  ==========================================================
 
@@ -49,6 +51,7 @@ operation              cost
 
 from __future__ import annotations
 
+import re
 from collections import deque
 
 #: Below this many unconsumed bytes, a new chunk is merged with the rest into
@@ -163,11 +166,46 @@ class ReadBuffer:
         return data
 
     def take_into(self, target: memoryview) -> int:
-        """Move every buffered byte into the front of *target*; return how many."""
-        n = self.size
-        if n:
-            target[:n] = self.take(n)
+        """Move buffered bytes into the front of *target* (as many as fit);
+        return how many. One copy, straight from the buffer's storage."""
+        n = min(self.size, len(target))
+        if not n:
+            return 0
+        acc = self._acc
+        if acc is None:
+            pos = self._pos
+            with memoryview(self._head) as view, view[pos : pos + n] as part:
+                target[:n] = part
+            remaining = self.size - n
+            self.size = remaining
+            if remaining:
+                self._pos = pos + n
+            else:
+                self._head = b""
+                self._pos = 0
+            return n
+        with memoryview(acc) as view, view[:n] as part:
+            target[:n] = part
+        self.size -= n
+        del acc[:n]
+        if not self.size:
+            self._acc = None
+        elif self.size <= MERGE_LIMIT:
+            self._head = bytes(acc)
+            self._pos = 0
+            self._acc = None
         return n
+
+    def search(self, pattern: re.Pattern[bytes], end: int) -> int:
+        """End offset of *pattern*'s first match in the buffered bytes
+        ``[0:end]``, or -1. O(end): a regex cannot resume a search, so each
+        call scans from the start (as Tornado's ``read_until_regex`` does)."""
+        if self._acc is not None:
+            match = pattern.search(self._acc, 0, end)
+            return -1 if match is None else match.end()
+        pos = self._pos
+        match = pattern.search(self._head, pos, pos + end)
+        return -1 if match is None else match.end() - pos
 
 
 class WriteBuffer:

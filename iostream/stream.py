@@ -1,37 +1,77 @@
-"""IOStream and SSLIOStream: Tornado's classic callback streams on an IOLoop.
+"""The stream core: BaseIOStream, and IOStream / SSLIOStream on sockets.
 
-A stream is one state machine, kept here in one place::
+Layout (Tornado's ``BaseIOStream`` seam; h11's "transitions in one place"):
+
+* :class:`BaseIOStream` holds everything that does not depend on what the
+  bytes travel over: the buffers, the pending read, the trampoline, the
+  events to watch, closing, Futures. It reaches the fd only through four
+  methods, the *transport seam*: ``read_from_fd(view) -> int | None``
+  (bytes received, 0 at EOF, None if it would block), ``write_to_fd(view)
+  -> int`` (bytes sent, 0 if it would block), ``get_fd_error() -> OSError |
+  None`` and ``close_fd()``. Errors other than "not now" are raised.
+* :class:`IOStream`: a socket (connect, TCP_NODELAY, SO_ERROR).
+* :class:`SSLIOStream`: TLS over that socket: the seam methods map
+  OpenSSL's want-read / want-write, plus the handshake. ``start_tls``
+  turns an idle IOStream into one.
+* :class:`iostream.pipe.PipeIOStream`: the seam on a pipe fd.
+* :mod:`iostream._reads` (the pending reads), :mod:`iostream._buffer` (the
+  byte queues, with their cost tables), :mod:`iostream._tls` (how
+  ``ssl_options`` become a context).
+
+State (:class:`StreamState`), every transition made here::
 
     NEW --connect()--> CONNECTING --> [HANDSHAKING -->] OPEN --> CLOSED
       \\_____________ (an error or close(), from any state) ____/
 
-* ``NEW``: made on a socket that is not connected yet. Nothing is watched
-  (an unconnected socket reports a hang-up); reads, writes and a close
-  callback may be set up and wait for ``connect``.
-* ``CONNECTING``: ``connect`` was called; the socket is watched for WRITE.
-  Reads and writes may be issued; they wait.
-* ``HANDSHAKING`` (SSLIOStream only): the TLS handshake runs without
-  blocking, watching READ or WRITE as OpenSSL asks.
-* ``OPEN``: data flows. The socket is watched for READ while a read is
-  pending or a close callback is set, and for WRITE while bytes are queued.
-* ``CLOSED``: final. ``error`` holds what closed it (``None`` for a clean
-  close). Buffered data still satisfies reads.
+* ``NEW``: a socket not connected yet. Nothing is watched; reads, writes
+  and a close callback may be set up and wait for ``connect``.
+* ``CONNECTING``: watched for WRITE; reads and writes wait.
+* ``HANDSHAKING`` (TLS only): watched for READ or WRITE as OpenSSL asks.
+* ``OPEN``: data flows. ``CLOSED``: final; ``error`` says why (None for a
+  clean close); buffered data still satisfies reads.
 
-At most one read is pending. While it waits for data it is a
-:class:`_PendingRead` object (one subclass per kind: until a delimiter, a
-byte count, until close) that knows how much of the buffer it needs. A read
-that the buffer satisfies when it is issued skips that object: its data is
-taken at once and ``(callback, data)`` waits in ``_completed_read`` for the
-trampoline. Either way the read is pending until its callback has run.
+What is watched is decided by one rule, :meth:`BaseIOStream._wanted_events`:
+in ``OPEN``, READ while a read is pending or (with a close callback) the
+buffer has room, WRITE while bytes are queued or the transport must write
+to go on (``_needs_write``: TLS renegotiation); ERROR always.
+
+Invariants between the helper fields:
+
+* at most one read is pending: ``_pending`` (waiting for data) or
+  ``_completed_read`` (its data taken, its callback not yet run), never both;
+* ``_events`` is None exactly when the stream is not registered with the
+  loop (NEW, CLOSED, parked after a hang-up, or never needed);
+* ``_bytes_sent <= _bytes_queued``; ``_write_buffer.size`` is their
+  difference while OPEN; each write callback runs once ``_bytes_sent``
+  reaches the total it was queued at;
+* while a read has a ``target`` (a direct read), the read buffer is empty;
+* ``_draining`` is True only inside :meth:`_drain`; user code runs only
+  from there (or from a loop callback), so callbacks never recurse.
 
 Callbacks never recurse. Everything the stream calls back — read, write,
-connect and close callbacks — runs from one loop, :meth:`IOStream._drain`
-(the trampoline), which is entered from the I/O handler or from one
-scheduled loop callback. A read issued inside a callback only records the
-pending read; the trampoline satisfies it from the buffer on its next turn.
-So a million reads chained from callbacks on buffered data run in a flat
-loop: no stack growth, and no loop iteration per read. A read or write
-issued from outside a callback never calls back before it returns.
+connect and close callbacks — runs from one loop, :meth:`BaseIOStream._drain`
+(the trampoline), entered from the I/O handler or from one scheduled loop
+callback. A read issued inside a callback only records the pending read;
+the trampoline satisfies it on its next turn, so a million reads chained on
+buffered data run in a flat loop. A read or write issued from outside a
+callback never calls back before it returns.
+
+Futures. Each method that takes a callback returns an awaitable Future
+(from ``io_loop.create_future()``) when given none. A Future resolves with
+what the callback would get; it fails with :class:`StreamClosedError`
+(``real_error`` is what closed the stream) or, for the read that closed it,
+with :class:`UnsatisfiableReadError` / :class:`StreamBufferFullError`. The
+TLS handshake's own Futures fail with the ``ssl.SSLError`` itself. A Future
+failed by a close is marked retrieved: nobody awaiting it logs nothing.
+Setting a Future's result runs no user code, so a read that the buffer
+satisfies resolves its Future at once (no trampoline turn).
+
+Cancellation: cancelling the Future of a pending read (``asyncio.wait_for``
+timing out, a task cancelled) withdraws that read; bytes it had not taken
+stay buffered for the next read, and the stream stays open. (A read whose
+Future already has its result owns those bytes: cancelling the awaiting
+task after that loses them, as in asyncio and Tornado.) Cancelling a write
+or connect Future changes nothing on the wire.
 
 Back-pressure and read-ahead (what is received, and when). The stream
 receives only while someone wants the data:
@@ -49,32 +89,53 @@ When receiving stops, READ is no longer watched: the kernel's buffers fill
 and TCP flow control pushes back on the peer. A stream closes with
 :class:`StreamBufferFullError` only when the buffer holds
 ``max_buffer_size`` bytes and the pending read still cannot complete (a
-``read_until_close`` whose data is exactly ``max_buffer_size`` bytes peeks
-for EOF first: exactly the limit is not an overflow). Memory per
-connection is therefore bounded by ``max_buffer_size`` (the read buffer;
-with no close callback and no read pending, nothing is read ahead) plus
-``max_write_buffer_size`` (what the application queued) plus the one
-``recv`` scratch buffer of ``SCRATCH_SIZE`` bytes shared by every stream
-of a thread.
+``read_until_close`` whose data is exactly ``max_buffer_size`` bytes asks
+for one byte more first: EOF there means exactly the limit, no overflow).
+Memory per connection is therefore bounded by ``max_buffer_size`` (the
+read buffer; with no close callback and no read pending, nothing is read
+ahead) plus ``max_write_buffer_size`` (what the application queued) plus
+the one ``recv`` scratch buffer of ``SCRATCH_SIZE`` bytes shared by every
+stream of a thread.
+
+Hot-path inlinings, each justified by a benchmark figure (bench/RESULTS.md,
+``python bench/callgrind.py lines iostream``: instructions per line, load
+independent; keep each copy in step with the code it duplicates):
+
+=================================  ============================================
+inlined where                      why (figure)
+=================================  ============================================
+``ReadBuffer.take_through`` head   the line fast path: a method call costs a
+form, in ``read_until``            tenth of a line (6,879 instr./line with it)
+``recv_into`` + would-block, in    one ``recv`` per event without a Python
+``IOStream._handle_read`` loop     frame per call (plain sockets only: the
+                                   seam method is used for TLS and pipes)
+``_scratch.view`` lookup           a thread-local attribute read, not a call
+recycled ``_ReadUntil`` object     a line protocol waits for data after
+(``_spare_read_until``)            nearly every line: one allocation saved
+=================================  ============================================
 
 Costs are linear in the bytes moved; see :mod:`iostream._buffer`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import errno
 import logging
 import mmap
 import numbers
+import re
 import socket
 import ssl
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from iostream._buffer import ReadBuffer, WriteBuffer
+from iostream._errors import StreamBufferFullError, StreamClosedError, UnsatisfiableReadError
 from iostream._platform import (
     _WINDOWS,
     WSAENOBUFS,
@@ -83,8 +144,34 @@ from iostream._platform import (
     is_not_connected,
     is_would_block,
 )
+from iostream._reads import (
+    DataCallback,
+    _PendingRead,
+    _ReadBytes,
+    _ReadInto,
+    _ReadUntil,
+    _ReadUntilClose,
+    _ReadUntilRegex,
+)
+from iostream._tls import make_ssl_context
 from iostream.ioloop import IOLoop, app_log
 from iostream.pollers import ERROR, READ, WRITE
+
+__all__ = [
+    "DIRECT_READ_THRESHOLD",
+    "MAX_RECVS_PER_EVENT",
+    "SCRATCH_SIZE",
+    "WINDOWS_WRITE_CHUNK_SIZE",
+    "BaseIOStream",
+    "IOStream",
+    "SSLIOStream",
+    "StreamBufferFullError",
+    "StreamClosedError",
+    "StreamState",
+    "UnsatisfiableReadError",
+    "check_stream_options",
+    "make_ssl_context",
+]
 
 #: The send cap Windows needs: a ``send`` larger than the socket buffer does
 #: not send part of it, it fails with WSAENOBUFS. 128 KiB always fits.
@@ -104,25 +191,26 @@ SCRATCH_SIZE = 256 * 1024
 #: gets to serve other fds.
 MAX_RECVS_PER_EVENT = 16
 
-DataCallback = Callable[[bytes], object]
+
+class StreamState(enum.Enum):
+    """The states of a stream (module docstring: the transitions)."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSED = "closed"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-class StreamClosedError(OSError):
-    """The stream is closed; ``real_error`` is what closed it (or None)."""
-
-    def __init__(self, message: str = "Stream is closed", real_error: BaseException | None = None):
-        super().__init__(message)
-        #: The exception that closed the stream, if any.
-        self.real_error = real_error
-
-
-class StreamBufferFullError(Exception):
-    """A read or write buffer reached its maximum size."""
-
-
-class UnsatisfiableReadError(Exception):
-    """A read cannot be satisfied (``read_until`` past ``max_bytes``)."""
-
+# Module-level names: a global lookup is cheaper than an attribute lookup.
+_NEW = StreamState.NEW
+_CONNECTING = StreamState.CONNECTING
+_HANDSHAKING = StreamState.HANDSHAKING
+_OPEN = StreamState.OPEN
+_CLOSED = StreamState.CLOSED
 
 _scratch = threading.local()
 
@@ -144,7 +232,7 @@ def _checked_delimiter(delimiter: object, callback: object) -> bytes:
         raise TypeError(f"delimiter must be bytes, not {type(delimiter).__name__}")
     if not delimiter:
         raise ValueError("delimiter must not be empty")
-    _check_callback(callback, "callback")
+    _check_callback(callback, "callback", optional=True)
     return delimiter
 
 
@@ -178,7 +266,7 @@ _STREAM_SWITCHES = frozenset({"nodelay"})
 def check_stream_options(**options: Any) -> None:
     """Validate IOStream's size options (also for TCPServer's ``stream_kwargs``).
 
-    Raises :class:`TypeError` for an unknown name or a non-int, and
+    Raises :class:`TypeError` for an unknown name or a wrong type, and
     :class:`ValueError` for a value too small, naming the option.
     """
     for name, value in options.items():
@@ -193,154 +281,74 @@ def check_stream_options(**options: Any) -> None:
         _check_size(value, name, minimum, optional=optional)
 
 
-# -- pending reads -------------------------------------------------------------
+class _FutureCallback:
+    """A callback that resolves a Future (write, connect, handshake ones).
 
-
-class _PendingRead:
-    """The one read a stream may have pending: what it waits for, whom to call.
-
-    ``complete(buffer, closed)`` takes the read's data from the buffer and
-    returns it once the buffer holds all of it, else returns None (and
-    raises :class:`UnsatisfiableReadError` if it never can). Streaming reads
-    hand data to ``streaming_callback`` as it arrives (``streamed``).
-    ``target`` is the final buffer of a large ``read_bytes``, received into
-    directly.
+    ``handshake``: a TLS handshake Future, failed with the ``ssl.SSLError``
+    itself rather than :class:`StreamClosedError`.
     """
 
-    __slots__ = ("callback",)
+    __slots__ = ("future", "handshake", "value")
 
-    callback: DataCallback
-    # Class-level defaults; only the reads that use them make them slots.
-    streaming_callback: DataCallback | None = None
-    target: mmap.mmap | None = None
+    def __init__(self, future: asyncio.Future[Any], value: Any = None, handshake: bool = False):
+        self.future = future
+        self.value = value
+        self.handshake = handshake
 
-    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
-        """This read's data, taken from *buffer*, or None if not there yet."""
-        raise NotImplementedError
-
-    def streamed(self, n: int) -> None:
-        """Record that *n* bytes went to the streaming callback."""
+    def __call__(self) -> None:
+        future = self.future
+        if not future.done():
+            future.set_result(self.value)
 
 
-class _ReadUntil(_PendingRead):
-    __slots__ = ("delimiter", "max_bytes", "scanned")
-
-    def __init__(self, delimiter: bytes, callback: DataCallback, max_bytes: int | None):
-        # (No super().__init__: this runs once per line read.)
-        self.callback = callback
-        self.delimiter = delimiter
-        self.max_bytes = max_bytes
-        # Bytes already searched without finding the delimiter: the next
-        # search starts just before their end (a delimiter may straddle it).
-        self.scanned = 0
-
-    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
-        max_bytes = self.max_bytes
-        size = buffer.size
-        end = size if max_bytes is None or max_bytes > size else max_bytes
-        data = buffer.take_through(self.delimiter, self.scanned, end)
-        if data is None:
-            if max_bytes is not None and size >= max_bytes:
-                raise UnsatisfiableReadError(
-                    f"delimiter {self.delimiter!r} not found within max_bytes={max_bytes}"
-                )
-            self.scanned = max(0, end - len(self.delimiter) + 1)
-        return data
+def _fail_future(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail *future* (unless done or cancelled), marked retrieved: a Future
+    nobody awaits logs nothing for a stream that closed."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()
 
 
-class _ReadBytes(_PendingRead):
-    __slots__ = ("filled", "remaining", "streaming_callback", "target")
-
-    def __init__(
-        self, num_bytes: int, callback: DataCallback, streaming_callback: DataCallback | None
-    ):
-        self.callback = callback
-        self.streaming_callback = streaming_callback
-        self.target = None
-        self.filled = 0
-        self.remaining = num_bytes
-
-    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
-        target = self.target
-        if target is not None:
-            if self.filled < len(target):
-                return None
-            self.target = None
-            data = target[:]  # the one copy out, into the bytes the callback gets
-            target.close()
-            return data
-        if buffer.size < self.remaining:
-            return None
-        return buffer.take(self.remaining)
-
-    def streamed(self, n: int) -> None:
-        self.remaining -= n
+def _resolved(loop: IOLoop, value: Any) -> asyncio.Future[Any]:
+    future = loop.create_future()
+    future.set_result(value)
+    return future
 
 
-class _ReadUntilClose(_PendingRead):
-    __slots__ = ("streaming_callback",)
-
-    def __init__(self, callback: DataCallback, streaming_callback: DataCallback | None):
-        self.callback = callback
-        self.streaming_callback = streaming_callback
-
-    def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
-        return buffer.take(buffer.size) if closed else None
+# -- the stream core ----------------------------------------------------------------
 
 
-# -- the stream ---------------------------------------------------------------------
+class BaseIOStream:
+    """What every stream shares; subclasses supply the transport seam.
 
-_NEW, _CONNECTING, _HANDSHAKING, _OPEN, _CLOSED = (
-    "new",
-    "connecting",
-    "handshaking",
-    "open",
-    "closed",
-)
-
-
-class IOStream:
-    """A non-blocking TCP stream with Tornado's classic callback API.
-
-    ``IOStream(socket, io_loop=None, max_buffer_size=104857600,
-    read_chunk_size=65536, max_write_buffer_size=None, write_chunk_size=None)``
-
-    *socket* is a ``socket.socket`` (connected, or to be connected with
-    :meth:`connect`); the stream makes it non-blocking and owns it from then
-    on. *io_loop* defaults to :meth:`IOLoop.instance`. The read buffer never
-    exceeds *max_buffer_size* bytes (past it the stream closes with
-    :class:`StreamBufferFullError`); *read_chunk_size* is the size of one
-    ``recv``. A ``write`` that would queue more than *max_write_buffer_size*
-    bytes raises :class:`StreamBufferFullError`. ``socket.send`` is never
-    handed more than *write_chunk_size* bytes; ``None`` means 128 KiB on
-    Windows, where a larger send fails rather than sending part, and no cap
+    ``BaseIOStream(io_loop=None, max_buffer_size=104857600,
+    read_chunk_size=65536, max_write_buffer_size=None,
+    write_chunk_size=None)``. *io_loop* ``None`` means
+    :meth:`IOLoop.current` at construction. The read buffer never holds
+    more than *max_buffer_size* bytes (module docstring: back-pressure);
+    *read_chunk_size* is the size of one ``recv``. A ``write`` that would
+    queue more than *max_write_buffer_size* bytes raises
+    :class:`StreamBufferFullError`. The fd is never handed more than
+    *write_chunk_size* bytes at once; ``None`` means 128 KiB on Windows,
+    where a larger send fails rather than sending part, and no cap
     elsewhere.
 
-    Large writes (16 KiB or more) are queued as views of the caller's object,
-    not copied: do not change a ``bytearray`` you passed to ``write`` before
-    its callback runs.
+    Subclasses implement :meth:`fileno`, :meth:`close_fd`,
+    :meth:`read_from_fd`, :meth:`write_to_fd` and :meth:`get_fd_error`.
     """
 
-    #: A short ``recv`` means the kernel had no more (not so for TLS, where
-    #: one ``recv`` returns at most one record).
+    #: A short read means the fd had no more (not so for TLS, where one
+    #: read returns at most one record).
     _short_read_drains = True
 
     def __init__(
         self,
-        socket: socket.socket,
         io_loop: IOLoop | None = None,
         max_buffer_size: int = 104857600,
         read_chunk_size: int = 65536,
         max_write_buffer_size: int | None = None,
         write_chunk_size: int | None = None,
-        nodelay: bool = True,
     ) -> None:
-        if not isinstance(socket, _socket_type):
-            raise TypeError(f"socket must be a socket.socket, not {type(socket).__name__}")
-        if socket.fileno() < 0:
-            raise ValueError("socket is closed (fileno() is -1)")
-        if socket.type != _stream_type:
-            raise ValueError(f"socket must be a SOCK_STREAM socket, not {socket.type!r}")
         if io_loop is not None and not isinstance(io_loop, IOLoop):
             raise TypeError(f"io_loop must be an IOLoop or None, not {type(io_loop).__name__}")
         check_stream_options(
@@ -348,14 +356,9 @@ class IOStream:
             read_chunk_size=read_chunk_size,
             max_write_buffer_size=max_write_buffer_size,
             write_chunk_size=write_chunk_size,
-            nodelay=nodelay,
         )
-        socket.setblocking(False)
-        #: The socket (an ``ssl.SSLSocket`` once TLS has been set up).
-        self.socket = socket
-        self._fd = socket.fileno()
         #: The loop this stream runs on.
-        self.io_loop = io_loop if io_loop is not None else IOLoop.instance()
+        self.io_loop = io_loop if io_loop is not None else IOLoop.current()
         #: The read buffer's limit in bytes.
         self.max_buffer_size = int(max_buffer_size)
         #: Bytes asked of one ``recv``.
@@ -368,15 +371,15 @@ class IOStream:
         self.write_chunk_size = write_chunk_size
         #: The exception that closed the stream, or None.
         self.error: BaseException | None = None
-        connected, peer, dead = _probe_connection(socket)
+        self._state = _OPEN
+        self._fd = -1
         # The peer's address, for log messages (None until known).
-        self._peer: Any = peer
-        self._state = _OPEN if connected else _NEW
+        self._peer: Any = None
         self._read_buffer = ReadBuffer()
         self._pending: _PendingRead | None = None
         # A read whose data was taken from the buffer at once, waiting for
         # the trampoline to call it back: it still counts as pending.
-        self._completed_read: tuple[DataCallback, bytes] | None = None
+        self._completed_read: tuple[Callable[[Any], object], Any] | None = None
         self._spare_read_until: _ReadUntil | None = None
         self._write_buffer = WriteBuffer()
         # Write callbacks, with the total of bytes ever queued when each was
@@ -391,72 +394,59 @@ class IOStream:
         self._draining = False
         self._drain_scheduled = False
         self._events: int | None = None  # None: not registered with the loop
-        self._want_write = False  # TLS: OpenSSL needs writability to go on
+        # The transport must write before it can go on (TLS: OpenSSL said
+        # want-write during a read or the handshake).
+        self._needs_write = False
         # A hang-up arrived while the stream was not receiving: watch the fd
         # again only once READ or WRITE is wanted (else the poller would
         # report the hang-up on every iteration).
         self._parked = False
-        self._nodelay = nodelay
-        if nodelay:
-            self.set_nodelay(True)
-        if dead is not None:
-            # Accepted, but the peer already reset it: the stream is open (the
-            # caller may set callbacks first), then closes on the next
-            # iteration with that error. The peer's doing: DEBUG only.
-            self.io_loop.add_callback(self._close_quietly, dead)
 
-    # -- public API ---------------------------------------------------------
+    # -- the transport seam --------------------------------------------------
 
-    def connect(
-        self,
-        address: Any,
-        callback: Callable[[], object] | None = None,
-        server_hostname: str | None = None,
-    ) -> None:
-        """Connect the socket to *address*; call *callback* once connected.
+    def fileno(self) -> int:
+        """The fd (as it was when the stream was made).
 
-        Reads and writes may be issued at once; they wait for the connection.
-        A failed connect (refused, unreachable, timed out) closes the stream
-        with ``error`` set to the ``OSError``, and *callback* does not run.
-        *server_hostname* is used by :class:`SSLIOStream` (SNI and the
-        certificate check).
+        The stream registers itself with the loop, so
+        ``IOLoop.close(all_fds=True)`` closes it through :meth:`close`.
         """
-        _check_callback(callback, "callback", optional=True)
-        if server_hostname is not None and not isinstance(server_hostname, str):
-            raise TypeError(
-                f"server_hostname must be a str or None, not {type(server_hostname).__name__}"
-            )
-        if self._state is not _NEW:
-            raise RuntimeError(
-                f"connect() needs a stream on an unconnected socket; this one is {self._state}"
-            )
-        self._prepare_connect(address, server_hostname)
-        self._peer = address
-        self._log_connect_error = callback is not None
-        try:
-            self.socket.connect(address)
-        except OSError as exc:
-            # EINPROGRESS (POSIX) and WSAEWOULDBLOCK (Windows) both mean "in
-            # progress": the kernel reports the outcome as writability.
-            # EINTR on a non-blocking connect also leaves it in progress.
-            if not (is_would_block(exc) or isinstance(exc, InterruptedError)):
-                self._connect_failed(exc)
-                return
-        except (TypeError, ValueError, OverflowError) as exc:
-            # A malformed address: nothing happened, the stream stays new.
-            raise type(exc)(
-                f"address {address!r} is not valid for this socket "
-                f"(expected (host, port) with port an int from 0 to 65535): {exc}"
-            ) from exc
-        self._connect_callback = callback
-        self._state = _CONNECTING
-        self._set_events(WRITE | ERROR)
+        return self._fd
 
+    def close_fd(self) -> None:
+        """Close the fd (the transport's part of :meth:`close`)."""
+        raise NotImplementedError
+
+    def read_from_fd(self, view: memoryview) -> int | None:
+        """Read into *view*: the count, 0 at EOF, None if it would block."""
+        raise NotImplementedError
+
+    def write_to_fd(self, view: memoryview) -> int:
+        """Write from *view*: the count sent, 0 if it would block."""
+        raise NotImplementedError
+
+    def get_fd_error(self) -> OSError | None:
+        """The fd's pending error (a failed connect, a reset), if any."""
+        return None
+
+    # -- reads ----------------------------------------------------------------
+
+    @overload
+    def read_until(
+        self, delimiter: bytes, callback: None = None, max_bytes: int | None = None
+    ) -> asyncio.Future[bytes]: ...
+    @overload
     def read_until(
         self, delimiter: bytes, callback: DataCallback, max_bytes: int | None = None
-    ) -> None:
-        """Call ``callback(data)`` with the bytes up to and including *delimiter*.
+    ) -> None: ...
+    def read_until(
+        self,
+        delimiter: bytes,
+        callback: DataCallback | None = None,
+        max_bytes: int | None = None,
+    ) -> asyncio.Future[bytes] | None:
+        """The bytes up to and including *delimiter*.
 
+        Calls ``callback(data)``, or returns a Future of it without one.
         With *max_bytes*, the stream closes with
         :class:`UnsatisfiableReadError` if the delimiter is not within that
         many bytes.
@@ -464,7 +454,7 @@ class IOStream:
         if type(delimiter) is not bytes or not delimiter or not callable(callback):
             delimiter = _checked_delimiter(delimiter, callback)
         if self._pending is not None or self._completed_read is not None:
-            raise RuntimeError("a read is already pending on this stream")
+            self._check_no_read()
         if max_bytes is None:
             buffer = self._read_buffer
             if buffer.size:
@@ -485,78 +475,212 @@ class IOStream:
                         else:
                             buffer._head = b""
                             buffer._pos = 0
+                        # (_completed, inlined: once per line.)
+                        if callback is None:
+                            return _resolved(self.io_loop, head[pos:stop])
                         self._completed_read = (callback, head[pos:stop])
                         if not self._draining:
                             self._schedule_drain()
-                        return
+                        return None
                     data = None
                 else:
                     data = buffer.take_through(delimiter, 0)
                 if data is not None:
-                    self._completed_read = (callback, data)
-                    if not self._draining:
-                        self._schedule_drain()
-                    return
+                    return self._completed(callback, data)
         else:
             _check_size(max_bytes, "max_bytes", 1)
+        future = None
+        if callback is None:
+            future = self.io_loop.create_future()
+            callback = future.set_result
         read = self._spare_read_until
         if read is None:
-            read = _ReadUntil(delimiter, callback, max_bytes)
+            read = _ReadUntil(delimiter, callback, max_bytes, future)
         else:
             # Recycle the last one (a line protocol waits for data after
             # nearly every line: this saves an allocation each time).
             self._spare_read_until = None
             read.callback = callback
+            read.future = future
             read.delimiter = delimiter
             read.max_bytes = max_bytes
             read.scanned = 0
         self._start_read(read)
+        return future
 
+    @overload
+    def read_until_regex(
+        self,
+        regex: bytes | re.Pattern[bytes],
+        callback: None = None,
+        max_bytes: int | None = None,
+    ) -> asyncio.Future[bytes]: ...
+    @overload
+    def read_until_regex(
+        self,
+        regex: bytes | re.Pattern[bytes],
+        callback: DataCallback,
+        max_bytes: int | None = None,
+    ) -> None: ...
+    def read_until_regex(
+        self,
+        regex: bytes | re.Pattern[bytes],
+        callback: DataCallback | None = None,
+        max_bytes: int | None = None,
+    ) -> asyncio.Future[bytes] | None:
+        """The bytes up to and including the first match of *regex*.
+
+        *regex* is a bytes pattern or a compiled one. Each arriving chunk
+        re-runs the search from the start of the buffer (a regex cannot
+        resume), as in Tornado: use :meth:`read_until` for plain
+        delimiters. *max_bytes* as for :meth:`read_until`.
+        """
+        if isinstance(regex, bytes):
+            pattern = re.compile(regex)
+        elif isinstance(regex, re.Pattern) and isinstance(regex.pattern, bytes):
+            pattern = regex
+        else:
+            raise TypeError(
+                f"regex must be a bytes pattern or a compiled bytes pattern, not {regex!r}"
+            )
+        _check_callback(callback, "callback", optional=True)
+        _check_size(max_bytes, "max_bytes", 1, optional=True)
+        callback, future = self._callback_or_future(callback)
+        self._start_read(_ReadUntilRegex(pattern, callback, max_bytes, future))
+        return future
+
+    @overload
+    def read_bytes(
+        self,
+        num_bytes: int,
+        callback: None = None,
+        streaming_callback: DataCallback | None = None,
+        partial: bool = False,
+    ) -> asyncio.Future[bytes]: ...
+    @overload
     def read_bytes(
         self,
         num_bytes: int,
         callback: DataCallback,
         streaming_callback: DataCallback | None = None,
-    ) -> None:
-        """Call ``callback(data)`` with the next *num_bytes* bytes.
+        partial: bool = False,
+    ) -> None: ...
+    def read_bytes(
+        self,
+        num_bytes: int,
+        callback: DataCallback | None = None,
+        streaming_callback: DataCallback | None = None,
+        partial: bool = False,
+    ) -> asyncio.Future[bytes] | None:
+        """The next *num_bytes* bytes.
 
-        With *streaming_callback*, data goes to it as it arrives and
-        *callback* gets ``b""`` at the end.
+        With *streaming_callback*, data goes to it as it arrives and the
+        result is ``b""``. With *partial*, the read completes with whatever
+        is available: at least one byte, at most *num_bytes*.
         """
         _check_size(num_bytes, "num_bytes", 0)
-        _check_callback(callback, "callback")
+        _check_callback(callback, "callback", optional=True)
         _check_callback(streaming_callback, "streaming_callback", optional=True)
+        if self._pending is not None or self._completed_read is not None:
+            self._check_no_read()
         if not num_bytes:
             # Nothing to wait for, even on a closed stream.
-            if self._pending is not None or self._completed_read is not None:
-                raise RuntimeError("a read is already pending on this stream")
-            self._completed_read = (callback, b"")
-            self._schedule_drain()
-            return
-        self._start_read(_ReadBytes(int(num_bytes), callback, streaming_callback))
+            return self._completed(callback, b"")
+        callback, future = self._callback_or_future(callback)
+        read = _ReadBytes(int(num_bytes), callback, streaming_callback, future, bool(partial))
+        self._start_read(read)
+        return future
 
+    @overload
+    def read_into(
+        self, buf: Any, callback: None = None, partial: bool = False
+    ) -> asyncio.Future[int]: ...
+    @overload
+    def read_into(
+        self, buf: Any, callback: Callable[[int], object], partial: bool = False
+    ) -> None: ...
+    def read_into(
+        self, buf: Any, callback: Callable[[int], object] | None = None, partial: bool = False
+    ) -> asyncio.Future[int] | None:
+        """Fill the writable buffer *buf*; the result is the byte count.
+
+        Received bytes go straight into *buf* (``recv_into`` on it: no
+        intermediate copy); bytes already buffered are copied in once.
+        Without *partial* the read completes when *buf* is full; with it,
+        as soon as at least one byte is in. Do not touch *buf* until then.
+        If the stream closes first, the bytes received so far go back to
+        the read buffer (nothing is lost) and the read fails.
+        """
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise TypeError(
+                f"buf must be a writable bytes-like object, not {type(buf).__name__}"
+            ) from None
+        if view.readonly:
+            raise TypeError(f"buf must be writable; this {type(buf).__name__} is read-only")
+        if not view.c_contiguous:
+            raise ValueError("buf must be C-contiguous")
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        _check_callback(callback, "callback", optional=True)
+        if self._pending is not None or self._completed_read is not None:
+            self._check_no_read()
+        if not len(view):
+            return self._completed(callback, 0)
+        callback, future = self._callback_or_future(callback)
+        self._start_read(_ReadInto(view, callback, future, bool(partial)))
+        return future
+
+    @overload
+    def read_until_close(
+        self, callback: None = None, streaming_callback: DataCallback | None = None
+    ) -> asyncio.Future[bytes]: ...
+    @overload
     def read_until_close(
         self, callback: DataCallback, streaming_callback: DataCallback | None = None
-    ) -> None:
-        """Call ``callback(data)`` with everything until the peer closes.
+    ) -> None: ...
+    def read_until_close(
+        self,
+        callback: DataCallback | None = None,
+        streaming_callback: DataCallback | None = None,
+    ) -> asyncio.Future[bytes] | None:
+        """Everything until the peer closes.
 
-        With *streaming_callback*, data goes to it as it arrives and
-        *callback* gets what did not (``b""`` when everything streamed). On a
+        With *streaming_callback*, data goes to it as it arrives and the
+        result is what did not (``b""`` when everything streamed). On a
         closed stream, delivers what is buffered, whatever closed it.
         """
-        _check_callback(callback, "callback")
+        _check_callback(callback, "callback", optional=True)
         _check_callback(streaming_callback, "streaming_callback", optional=True)
-        self._start_read(_ReadUntilClose(callback, streaming_callback))
+        callback, future = self._callback_or_future(callback)
+        self._start_read(_ReadUntilClose(callback, streaming_callback, future))
+        return future
 
+    # -- writes ----------------------------------------------------------------
+
+    @overload
+    def write(
+        self, data: bytes | bytearray | memoryview, callback: None = None
+    ) -> asyncio.Future[None]: ...
+    @overload
+    def write(
+        self, data: bytes | bytearray | memoryview, callback: Callable[[], object]
+    ) -> None: ...
     def write(
         self, data: bytes | bytearray | memoryview, callback: Callable[[], object] | None = None
-    ) -> None:
-        """Queue *data* (any bytes-like object) and send it as the socket allows.
+    ) -> asyncio.Future[None] | None:
+        """Queue *data* (any bytes-like object) and send it as the fd allows.
 
-        *callback* runs once this data and everything written before it has
-        been handed to the kernel. Raises :class:`StreamClosedError` on a
-        closed stream, and :class:`StreamBufferFullError` (queuing nothing)
-        if the write would pass ``max_write_buffer_size``.
+        *callback* (or the returned Future, without one) runs once this data
+        and everything written before it has been handed to the kernel.
+        Raises :class:`StreamClosedError` on a closed stream, and
+        :class:`StreamBufferFullError` (queuing nothing) if the write would
+        pass ``max_write_buffer_size``.
+
+        Large writes (16 KiB or more) are queued as views of the caller's
+        object, not copied: do not change a ``bytearray`` you passed to
+        ``write`` before its callback runs.
         """
         if callback is not None and not callable(callback):
             _check_callback(callback, "callback")
@@ -574,51 +698,62 @@ class IOStream:
                 f"write of {size} bytes would pass max_write_buffer_size={limit} "
                 f"({buffer.size} bytes queued)"
             )
+        future = None
+        if callback is None:
+            future = self.io_loop.create_future()
+            callback = _FutureCallback(future)
         if size:
             self._bytes_queued += size
             if buffer.size == 0 and self._state is _OPEN:
                 rest = self._send_now(data, size)
                 if self._state is _CLOSED:
-                    return  # the send failed: `error` says why
+                    # The send failed: `error` says why. (The callback never runs.)
+                    if future is not None:
+                        _fail_future(future, StreamClosedError(real_error=self.error))
+                    return future
                 if rest is not None:
                     buffer.append(rest)
             else:
                 buffer.append(data)
-        if callback is not None:
+        all_sent = self._bytes_sent >= self._bytes_queued and self._state is _OPEN
+        if future is not None and all_sent and not self._write_callbacks:
+            future.set_result(None)  # runs no user code: resolve now
+        else:
             self._write_callbacks.append((self._bytes_queued, callback))
-            if self._bytes_sent >= self._bytes_queued and self._state is _OPEN:
+            if all_sent:
                 # (Not before the connection exists: an empty write while
                 # connecting waits for it, and never runs if it fails.)
                 self._ready_write_callbacks()
-        if self._state == _CLOSED:
-            return
         if not self._draining:
             if self._ready:
                 self._schedule_drain()
             self._update_events()
+        return future
+
+    # -- closing ----------------------------------------------------------------
 
     def set_close_callback(self, callback: Callable[[], object] | None) -> None:
         """Call *callback* (no arguments) once, when the stream closes.
 
         While a close callback is set, an idle stream keeps listening, so it
-        notices the peer's close (buffering whatever arrives meanwhile).
+        notices the peer's close (buffering up to ``max_buffer_size``).
         """
         _check_callback(callback, "callback", optional=True)
         self._close_callback = callback
-        if self._state == _CLOSED:
+        if self._state is _CLOSED:
             if callback is not None:
                 self._schedule_drain()
         elif not self._draining:
             self._update_events()
 
     def close(self, exc_info: BaseException | bool | tuple[Any, ...] | None = None) -> None:
-        """Close the stream and its socket. Idempotent.
+        """Close the stream and its fd. Idempotent; never raises.
 
         *exc_info*: an exception to record as ``error`` (``True``: the one
         being handled). Reads that buffered data satisfies still complete,
-        then the close callback runs (once).
+        then pending Futures fail and the close callback runs (once).
         """
-        if self._state == _CLOSED:
+        if self._state is _CLOSED:
             return
         if exc_info is True:
             exc_info = sys.exc_info()[1]
@@ -634,22 +769,44 @@ class IOStream:
             except Exception as exc:  # an fd closed behind our back (EBADF)
                 app_log.debug("remove_handler failed closing %r: %s", self, exc)
         try:
-            self.socket.close()
+            self.close_fd()
         except Exception as exc:  # never raise from close(): the callback must run
-            app_log.debug("socket.close() failed closing %r: %s", self, exc)
+            app_log.debug("closing the fd of %r failed: %s", self, exc)
         self._write_buffer.clear()
+        for _, callback in self._write_callbacks:
+            self._fail_callback(callback)
         self._write_callbacks.clear()
-        self._connect_callback = None
+        if self._connect_callback is not None:
+            self._fail_callback(self._connect_callback)
+            self._connect_callback = None
+        self._on_close()
         pending = self._pending
-        if isinstance(pending, _ReadBytes) and pending.target is not None:
-            # Hand the partial direct read back to the buffer (nothing is lost).
-            with memoryview(pending.target) as view, view[: pending.filled] as part:
-                if pending.filled:
-                    self._read_buffer.append(part.tobytes())
-            pending.target.close()
-            pending.target = None
-            pending.filled = 0
+        if (
+            pending is not None
+            and pending.target is not None
+            and not (pending.partial and pending.filled)
+        ):
+            # Hand the partial direct read back to the buffer (nothing is
+            # lost): it cannot complete now. (A partial read_into with bytes
+            # in completes from the trampoline.)
+            self._withdraw(pending)
+            if pending.future is not None:
+                _fail_future(pending.future, self._close_exception(False))
         self._schedule_drain()
+
+    def _on_close(self) -> None:
+        """Hook: a transport's own clean-up at close (TLS handshake waiters)."""
+
+    def _close_exception(self, handshake: bool) -> BaseException:
+        """What a Future pending at close fails with."""
+        error = self.error
+        if handshake and isinstance(error, ssl.SSLError):
+            return error
+        return StreamClosedError(real_error=error)
+
+    def _fail_callback(self, callback: Callable[..., object]) -> None:
+        if isinstance(callback, _FutureCallback):
+            _fail_future(callback.future, self._close_exception(callback.handshake))
 
     def reading(self) -> bool:
         """True while a read is pending."""
@@ -661,40 +818,63 @@ class IOStream:
 
     def closed(self) -> bool:
         """True once the stream is closed."""
-        return self._state == _CLOSED
+        return self._state is _CLOSED
 
-    def fileno(self) -> int:
-        """The socket's fd (as it was when the stream was made).
-
-        The stream registers itself with the loop, so ``IOLoop.close(all_fds=True)``
-        closes it through :meth:`close` (never the bare fd behind the socket's back).
-        """
-        return self._fd
-
-    def set_nodelay(self, value: bool) -> None:
-        """Turn Nagle's algorithm off (True) or on (False) for a TCP socket.
-
-        TCP streams start with it off (``nodelay=True``, as asyncio and trio
-        do): a small reply goes out at once instead of waiting up to ~40 ms
-        for the peer's delayed ACK. A no-op for other sockets (UNIX, pipes)
-        and on a closed stream; a socket that refuses (its connection
-        already gone) is left as it is.
-        """
-        sock = self.socket
-        if self._state is not _CLOSED and sock.family in _TCP_FAMILIES:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if value else 0)
-            except OSError:
-                pass  # e.g. EINVAL on BSDs once the peer reset: the close says why
+    @property
+    def state(self) -> StreamState:
+        """The stream's :class:`StreamState`."""
+        return self._state
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} fd={self._fd} {self._state}>"
 
-    # -- reads --------------------------------------------------------------
+    # -- read machinery ----------------------------------------------------------
+
+    def _callback_or_future(
+        self, callback: Callable[[Any], object] | None
+    ) -> tuple[Callable[[Any], object], asyncio.Future[Any] | None]:
+        if callback is not None:
+            return callback, None
+        future = self.io_loop.create_future()
+        return future.set_result, future
+
+    def _completed(
+        self, callback: Callable[[Any], object] | None, result: Any
+    ) -> asyncio.Future[Any] | None:
+        """A read that is complete as it is issued: a resolved Future, or the
+        callback queued for the trampoline."""
+        if callback is None:
+            return _resolved(self.io_loop, result)
+        self._completed_read = (callback, result)
+        if not self._draining:
+            self._schedule_drain()
+        return None
+
+    def _check_no_read(self) -> None:
+        """Raise unless the pending read is one whose Future was cancelled
+        (then it is withdrawn: module docstring, Cancellation)."""
+        read = self._pending
+        if read is not None and read.future is not None and read.future.cancelled():
+            self._withdraw(read)
+            return
+        raise RuntimeError("a read is already pending on this stream")
+
+    def _withdraw(self, read: _PendingRead) -> None:
+        """Drop a cancelled read; bytes it had received go back to the buffer."""
+        self._pending = None
+        target = read.target
+        if target is not None and isinstance(read, (_ReadBytes, _ReadInto)):
+            with memoryview(target) as view, view[: read.filled] as part:
+                if read.filled:
+                    self._read_buffer.append(part.tobytes())
+            if isinstance(target, mmap.mmap):
+                target.close()
+            read.target = None
+            read.filled = 0
 
     def _start_read(self, read: _PendingRead) -> None:
         if self._pending is not None or self._completed_read is not None:
-            raise RuntimeError("a read is already pending on this stream")
+            self._check_no_read()
         if self._draining and self._state is not _CLOSED:
             # Inside a stream callback: the trampoline takes it from here.
             self._pending = read
@@ -716,6 +896,10 @@ class IOStream:
                 data = None
             if data is None:
                 raise StreamClosedError(real_error=self.error)
+            future = read.future
+            if future is not None:
+                future.set_result(data)
+                return
             self._completed_read = (read.callback, data)
             self._schedule_drain()
             return
@@ -731,6 +915,7 @@ class IOStream:
         if (
             read.remaining >= DIRECT_READ_THRESHOLD
             and read.streaming_callback is None
+            and not read.partial
             and read.remaining <= self.max_buffer_size
             and read.target is None
             and self._read_buffer.size < read.remaining
@@ -799,6 +984,11 @@ class IOStream:
                     or read.streaming_callback is not None
                     or self._state is _CLOSED
                 ):
+                    future = read.future
+                    if future is not None and future.done():
+                        # Cancelled by the awaiting side: withdrawn, its bytes stay.
+                        self._withdraw(read)
+                        continue
                     if read.streaming_callback is not None and self._stream_step(read):
                         continue
                     try:
@@ -806,6 +996,8 @@ class IOStream:
                     except UnsatisfiableReadError as exc:
                         self._pending = None
                         self._log(logging.INFO, "Unsatisfiable read, closing connection", exc)
+                        if future is not None:
+                            _fail_future(future, exc)
                         self.close(exc)
                         continue
                     if data is not None:
@@ -820,8 +1012,10 @@ class IOStream:
                         continue
                     if self._state is _CLOSED:
                         # Nothing more will arrive: this read never completes.
-                        # (The close callback tells the caller.)
+                        # (A callback's caller learns it from the close callback.)
                         self._pending = None
+                        if future is not None:
+                            _fail_future(future, self._close_exception(False))
                 if ready:
                     callback, args = ready.popleft()
                     try:
@@ -849,44 +1043,30 @@ class IOStream:
         app_log.exception("Uncaught exception in %r callback %r", self, callback)
         self.close(exc)
 
-    # -- events --------------------------------------------------------------
+    # -- events ------------------------------------------------------------------
 
     def _wanted_events(self) -> int:
+        """What to watch, by the one rule (module docstring); 0: nothing."""
         state = self._state
-        if state == _OPEN:
-            events = ERROR
-            if self._pending is not None or (
-                self._close_callback is not None and self._read_buffer.size < self.max_buffer_size
-            ):
-                events |= READ
-            if self._write_buffer.size:
-                events |= WRITE
-            return events
-        if state == _CONNECTING:
-            return WRITE | ERROR
-        return self._handshake_events()
-
-    def _handshake_events(self) -> int:
-        return READ | ERROR
-
-    def _update_events(self) -> None:
-        """Tell the loop what to watch, if that changed (a syscall otherwise saved)."""
-        state = self._state
-        if state is _OPEN and not self._want_write:
-            # The common case, inline: READ while someone waits for data,
-            # WRITE while bytes wait to be sent.
+        if state is _OPEN:
             events = ERROR
             if self._pending is not None or (
                 self._close_callback is not None and self._read_buffer.size < self.max_buffer_size
             ):
                 events = READ | ERROR
-            if self._write_buffer.size:
+            if self._write_buffer.size or self._needs_write:
                 events |= WRITE
-        elif state is _CLOSED or state is _NEW:
-            return  # nothing to watch (yet)
-        else:
-            events = self._wanted_events()
-        if events != self._events:
+            return events
+        if state is _CONNECTING:
+            return WRITE | ERROR
+        if state is _HANDSHAKING:
+            return (WRITE if self._needs_write else READ) | ERROR
+        return 0  # NEW, CLOSED: nothing to watch (yet)
+
+    def _update_events(self) -> None:
+        """Tell the loop what to watch, if that changed (a syscall otherwise saved)."""
+        events = self._wanted_events()
+        if events != self._events and events:
             if self._parked:
                 if not events & (READ | WRITE):
                     if self._events is not None:
@@ -911,17 +1091,17 @@ class IOStream:
     def _handle_events(self, fd: object, events: int) -> None:
         try:
             state = self._state
-            if state == _CONNECTING:
+            if state is _CONNECTING:
                 self._finish_connect(events)
-            elif state == _HANDSHAKING:
-                self._continue_handshake()
-            if self._state == _OPEN:
+            elif state is _HANDSHAKING:
+                self._handshake_step()
+            if self._state is _OPEN:
                 if events & (READ | ERROR):
                     self._handle_read(events)
-                if events & WRITE and self._state == _OPEN:
+                if events & WRITE and self._state is _OPEN:
                     self._handle_write()
         except OSError as exc:
-            # recv failed (reset, aborted, ...): WARNING, or DEBUG when the
+            # A read failed (reset, aborted, ...): WARNING, or DEBUG when the
             # peer merely went away (not a bug); `error` records it either way.
             self._close_logged(exc, "Read error")
         except Exception as exc:
@@ -930,6 +1110,12 @@ class IOStream:
         if self._ready or self._completed_read is not None or self._state is _CLOSED:
             self._drain()
         self._update_events()
+
+    def _finish_connect(self, events: int) -> None:
+        """Hook: CONNECTING saw an event (sockets only)."""
+
+    def _handshake_step(self) -> None:
+        """Hook: HANDSHAKING saw an event (transports with a handshake: TLS)."""
 
     def _handle_read(self, events: int) -> None:
         """Receive what the pending read can use (bounded per event), deliver it.
@@ -947,8 +1133,7 @@ class IOStream:
                 if self._close_callback is None or room <= 0:
                     break
             elif read.target is not None:
-                received = self._recv_direct(read)  # type: ignore[arg-type]
-                if received <= 0:
+                if not self._recv_direct(read):  # type: ignore[arg-type]
                     return
                 continue
             else:
@@ -973,11 +1158,8 @@ class IOStream:
                 view = _scratch.view
             except AttributeError:
                 view = _scratch_view()
-            try:
-                received = self.socket.recv_into(view, size)
-            except OSError as exc:
-                received = self._recv_failed(exc, view, size)
-            if received < 0:  # would block
+            received = self.read_from_fd(view[:size])
+            if received is None:  # would block
                 return
             if received == 0:
                 self._on_eof()
@@ -991,12 +1173,12 @@ class IOStream:
                 if read is not None and read.__class__ is _ReadBytes:
                     self._prepare_direct_read(read)
             if received < size and self._short_read_drains:
-                return  # the kernel had no more: don't pay for an EAGAIN
+                return  # the fd had no more: don't pay for an EAGAIN
         else:
             return
         # Not receiving (back-pressure, or idle without a close callback).
         if events & ERROR and self._state is _OPEN:
-            self._on_socket_error()
+            self._on_fd_error()
 
     def _on_buffer_full(self, read: _PendingRead) -> None:
         """The buffer holds max_buffer_size bytes and *read* is unsatisfied.
@@ -1008,8 +1190,8 @@ class IOStream:
         """
         if read.__class__ is _ReadUntilClose:
             with _scratch_view()[:1] as one:
-                received = self._recv_into(one, 1)
-            if received < 0:
+                received = self.read_from_fd(one)
+            if received is None:
                 return
             if received == 0:
                 self._on_eof()
@@ -1019,46 +1201,27 @@ class IOStream:
             f"and the pending read needs more"
         )
         self._log(logging.INFO, "Reached max_buffer_size, closing connection", full)
+        if read.future is not None:
+            self._pending = None
+            _fail_future(read.future, full)
         self.close(full)
 
-    def _recv_direct(self, read: _ReadBytes) -> int:
+    def _recv_direct(self, read: _ReadBytes | _ReadInto) -> bool:
+        """Receive straight into the read's target; False to stop for now."""
         target = read.target
         assert target is not None
         with memoryview(target) as view, view[read.filled :] as rest:
-            received = self._recv_into(rest, len(rest))
+            received = self.read_from_fd(rest)
+        if received is None:
+            return False
         if received == 0:
             self._on_eof()
-            return 0
-        if received > 0:
-            read.filled += received
-            if read.filled == len(target):
-                self._drain()
-        return received
-
-    def _recv_into(self, view: memoryview, size: int) -> int:
-        """One ``recv_into``: bytes received, 0 at EOF, -1 if it would block.
-
-        Other errors (a reset, say) are raised; the handler closes with them.
-        """
-        try:
-            return self.socket.recv_into(view, size)
-        except OSError as exc:
-            return self._recv_failed(exc, view, size)
-
-    def _recv_failed(self, exc: OSError, view: memoryview, size: int) -> int:
-        """Sort out a failed ``recv_into``: -1 for "not now", a retry's result
-        after EINTR, or the error raised again."""
-        if isinstance(exc, InterruptedError):
-            return self._recv_into(view, size)  # EINTR never closes a stream: retry
-        if isinstance(exc, ssl.SSLWantReadError):
-            return -1
-        if isinstance(exc, ssl.SSLWantWriteError):
-            # TLS 1.2 renegotiation must write before it can read on.
-            self._want_write = True
-            return -1
-        if is_would_block(exc):
-            return -1
-        raise exc
+            return False
+        read.filled += received
+        if read.filled == len(target) or read.partial:
+            self._drain()
+            return self._state is _OPEN and self._pending is not None
+        return True
 
     def _on_eof(self) -> None:
         """The peer closed: deliver what the buffer satisfies, then close."""
@@ -1066,21 +1229,21 @@ class IOStream:
             self._drain()
         self.close()
 
-    def _on_socket_error(self) -> None:
-        """ERROR while not receiving: close with the socket's pending error.
+    def _on_fd_error(self) -> None:
+        """ERROR while not receiving: close with the fd's pending error.
 
         A hang-up with no error pending (a pipe's writer closed, say) may
         still leave unread data: the stream is parked (unwatched) until a
         read or a write wants the fd again, instead of hearing the same
         hang-up on every loop iteration.
         """
-        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._close_logged(error_from_code(code), "Read error")
+        error = self.get_fd_error()
+        if error is not None:
+            self._close_logged(error, "Read error")
         else:
             self._parked = True
 
-    # -- writes ---------------------------------------------------------------
+    # -- write machinery --------------------------------------------------------
 
     @staticmethod
     def _as_view(data: object) -> memoryview:
@@ -1120,29 +1283,13 @@ class IOStream:
             self._ready_write_callbacks()
 
     def _send(self, view: bytes | memoryview) -> int:
-        """One ``send``: bytes sent, 0 if it would block, -1 if it failed
-        (the stream is then closed with the error)."""
-        while True:
-            try:
-                return self.socket.send(view)
-            except InterruptedError:
-                continue  # EINTR never closes a stream: retry
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                # OpenSSL will want this very send again, same bytes: the
-                # write buffer keeps its front piece unchanged until then.
-                return 0
-            except OSError as exc:
-                if is_would_block(exc):
-                    if len(view) > WINDOWS_WRITE_CHUNK_SIZE and _is_no_buffer_space(exc):
-                        # Windows refuses a send larger than the socket
-                        # buffer (WSAENOBUFS) instead of sending part: with
-                        # a write_chunk_size above 128 KiB, every retry of
-                        # this size would fail again. Cap it from now on.
-                        # The caller queues the rest; the next send uses it.
-                        self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE
-                    return 0
-                self._close_logged(exc, "Write error")
-                return -1
+        """One write: bytes sent, 0 if it would block, -1 if it failed
+        (the stream is then closed with the error, logged once)."""
+        try:
+            return self.write_to_fd(view)  # type: ignore[arg-type]
+        except OSError as exc:
+            self._close_logged(exc, "Write error")
+            return -1
 
     def _ready_write_callbacks(self) -> None:
         callbacks = self._write_callbacks
@@ -1150,32 +1297,16 @@ class IOStream:
         while callbacks and callbacks[0][0] <= sent:
             self._ready.append((callbacks.popleft()[1], ()))
 
-    # -- connecting and closing -------------------------------------------------
+    def _on_connected(self) -> None:
+        """The connection is up: run the connect callback, send what waits."""
+        callback = self._connect_callback
+        self._connect_callback = None
+        if callback is not None:
+            self._ready.append((callback, ()))
+        if self._write_buffer.size or self._write_callbacks:
+            self._handle_write()
 
-    def _prepare_connect(self, address: Any, server_hostname: str | None) -> None:
-        """Hook for subclasses: remember what connect() needs later."""
-
-    def _finish_connect(self, events: int) -> None:
-        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._connect_failed(error_from_code(code))
-            return
-        if events & ERROR and not events & WRITE:
-            # Windows reports a failed connect only as an exception (ERROR);
-            # SO_ERROR then normally says why, but never report success.
-            self._connect_failed(ConnectionError("connect failed"))
-            return
-        self._state = _OPEN
-        if self._nodelay:
-            self.set_nodelay(True)
-        self._on_connected()
-
-    def _connect_failed(self, exc: OSError) -> None:
-        """Close with a connect error, logged once at WARNING as Tornado does
-        when a callback is used (a Future carries the error instead)."""
-        if self._log_connect_error:
-            self._log(logging.WARNING, "Connect error", exc, prefix=True)
-        self.close(exc)
+    # -- logging ------------------------------------------------------------------
 
     def _peer_text(self) -> str:
         peer = self._peer
@@ -1198,24 +1329,315 @@ class IOStream:
             self._log(level, what, exc, prefix=True)
         self.close(exc)
 
+
+# -- sockets ---------------------------------------------------------------------------
+
+
+class IOStream(BaseIOStream):
+    """A non-blocking socket stream with Tornado's API (callbacks or Futures).
+
+    ``IOStream(socket, io_loop=None, max_buffer_size=104857600,
+    read_chunk_size=65536, max_write_buffer_size=None,
+    write_chunk_size=None, nodelay=True)``
+
+    *socket* is a ``socket.socket`` (connected, or to be connected with
+    :meth:`connect`); the stream makes it non-blocking and owns it from then
+    on. TCP streams turn Nagle's algorithm off (``TCP_NODELAY``) unless
+    *nodelay* is False. The other options are :class:`BaseIOStream`'s.
+
+    A stream made on an accepted socket whose peer already reset it is
+    open at once, then closes on the next loop iteration with that error
+    (logged at DEBUG only: a port scan is not an application error).
+    """
+
+    def __init__(
+        self,
+        socket: socket.socket,
+        io_loop: IOLoop | None = None,
+        max_buffer_size: int = 104857600,
+        read_chunk_size: int = 65536,
+        max_write_buffer_size: int | None = None,
+        write_chunk_size: int | None = None,
+        nodelay: bool = True,
+    ) -> None:
+        if not isinstance(socket, _socket_type):
+            raise TypeError(f"socket must be a socket.socket, not {type(socket).__name__}")
+        if socket.fileno() < 0:
+            raise ValueError("socket is closed (fileno() is -1)")
+        if socket.type != _stream_type:
+            raise ValueError(f"socket must be a SOCK_STREAM socket, not {socket.type!r}")
+        check_stream_options(nodelay=nodelay)
+        super().__init__(
+            io_loop, max_buffer_size, read_chunk_size, max_write_buffer_size, write_chunk_size
+        )
+        socket.setblocking(False)
+        #: The socket (an ``ssl.SSLSocket`` once TLS has been set up).
+        self.socket = socket
+        self._fd = socket.fileno()
+        connected, peer, dead = _probe_connection(socket)
+        self._peer = peer
+        self._state = _OPEN if connected else _NEW
+        self._nodelay = nodelay
+        if nodelay:
+            self.set_nodelay(True)
+        if dead is not None:
+            # Accepted, but the peer already reset it: the stream is open (the
+            # caller may set callbacks first), then closes on the next
+            # iteration with that error. The peer's doing: DEBUG only.
+            self.io_loop.add_callback(self._close_quietly, dead)
+
+    # -- the transport seam: a socket -------------------------------------------
+
+    def close_fd(self) -> None:
+        """Close the socket."""
+        self.socket.close()
+
+    def read_from_fd(self, view: memoryview) -> int | None:
+        """``recv_into``: the count, 0 at EOF, None if it would block."""
+        while True:
+            try:
+                return self.socket.recv_into(view)
+            except InterruptedError:
+                continue  # EINTR never closes a stream: retry
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if is_would_block(exc):
+                    return None
+                raise
+
+    def write_to_fd(self, view: memoryview) -> int:
+        """``send``: the count sent, 0 if it would block."""
+        while True:
+            try:
+                return self.socket.send(view)
+            except InterruptedError:
+                continue  # EINTR never closes a stream: retry
+            except OSError as exc:
+                if not is_would_block(exc):
+                    raise
+                if len(view) > WINDOWS_WRITE_CHUNK_SIZE and _is_no_buffer_space(exc):
+                    # Windows refuses a send larger than the socket buffer
+                    # (WSAENOBUFS) instead of sending part: with a
+                    # write_chunk_size above 128 KiB, every retry of this
+                    # size would fail again. Cap it from now on. The caller
+                    # queues the rest; the next send uses it.
+                    self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE
+                return 0
+
+    def get_fd_error(self) -> OSError | None:
+        """The socket's pending error (SO_ERROR), if any."""
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return error_from_code(code) if code else None
+
+    # -- connecting -----------------------------------------------------------------
+
+    @overload
+    def connect(
+        self, address: Any, callback: None = None, server_hostname: str | None = None
+    ) -> asyncio.Future[Any]: ...
+    @overload
+    def connect(
+        self, address: Any, callback: Callable[[], object], server_hostname: str | None = None
+    ) -> None: ...
+    def connect(
+        self,
+        address: Any,
+        callback: Callable[[], object] | None = None,
+        server_hostname: str | None = None,
+    ) -> asyncio.Future[Any] | None:
+        """Connect the socket to *address*; the result is the stream itself.
+
+        Calls *callback* once connected, or returns a Future of the stream
+        without one. Reads and writes may be issued at once; they wait for
+        the connection. A failed connect (refused, unreachable, timed out)
+        closes the stream with ``error`` set to the ``OSError``: the callback
+        does not run (the error is logged at WARNING, as Tornado does) and
+        the Future fails with :class:`StreamClosedError` (nothing logged).
+        *server_hostname* is used by :class:`SSLIOStream` (SNI and the
+        certificate check).
+        """
+        _check_callback(callback, "callback", optional=True)
+        if server_hostname is not None and not isinstance(server_hostname, str):
+            raise TypeError(
+                f"server_hostname must be a str or None, not {type(server_hostname).__name__}"
+            )
+        if self._state is not _NEW:
+            raise RuntimeError(
+                f"connect() needs a stream on an unconnected socket; this one is {self._state}"
+            )
+        self._prepare_connect(address, server_hostname)
+        future = None
+        if callback is None:
+            future = self.io_loop.create_future()
+            callback = _FutureCallback(future, self, handshake=self._handshake_future_fails)
+        self._peer = address
+        self._log_connect_error = future is None
+        try:
+            self.socket.connect(address)
+        except OSError as exc:
+            # EINPROGRESS (POSIX) and WSAEWOULDBLOCK (Windows) both mean "in
+            # progress": the kernel reports the outcome as writability.
+            # EINTR on a non-blocking connect also leaves it in progress.
+            if not (is_would_block(exc) or isinstance(exc, InterruptedError)):
+                self._connect_callback = callback
+                self._connect_failed(exc)
+                return future
+        except (TypeError, ValueError, OverflowError) as exc:
+            # A malformed address: nothing happened, the stream stays new.
+            raise type(exc)(
+                f"address {address!r} is not valid for this socket "
+                f"(expected (host, port) with port an int from 0 to 65535): {exc}"
+            ) from exc
+        self._connect_callback = callback
+        self._state = _CONNECTING
+        self._set_events(WRITE | ERROR)
+        return future
+
+    #: Whether this class's connect Future is a TLS handshake Future.
+    _handshake_future_fails = False
+
+    def _prepare_connect(self, address: Any, server_hostname: str | None) -> None:
+        """Hook for subclasses: remember what connect() needs later."""
+
+    def _finish_connect(self, events: int) -> None:
+        error = self.get_fd_error()
+        if error is not None:
+            self._connect_failed(error)
+            return
+        if events & ERROR and not events & WRITE:
+            # Windows reports a failed connect only as an exception (ERROR);
+            # SO_ERROR then normally says why, but never report success.
+            self._connect_failed(ConnectionError("connect failed"))
+            return
+        self._state = _OPEN
+        if self._nodelay:
+            self.set_nodelay(True)
+        self._on_connected()
+
+    def _connect_failed(self, exc: OSError) -> None:
+        """Close with a connect error, logged once at WARNING as Tornado does
+        when a callback is used (a Future carries the error instead)."""
+        if self._log_connect_error:
+            self._log(logging.WARNING, "Connect error", exc, prefix=True)
+        self.close(exc)
+
     def _close_quietly(self, exc: OSError) -> None:
         """Close a stream whose connection died before it was made (DEBUG)."""
         if self._state is not _CLOSED:
             self._log(logging.DEBUG, "Connection gone before use", exc, prefix=True)
         self.close(exc)
 
-    def _continue_handshake(self) -> None:
-        """Hook: drive a handshake one step (TLS streams only)."""
-        raise AssertionError("a plain IOStream never handshakes")
+    # -- options and TLS ---------------------------------------------------------------
 
-    def _on_connected(self) -> None:
-        """The TCP connection is up: run the connect callback, send what waits."""
-        callback = self._connect_callback
-        self._connect_callback = None
+    def set_nodelay(self, value: bool) -> None:
+        """Turn Nagle's algorithm off (True) or on (False) for a TCP socket.
+
+        TCP streams start with it off (``nodelay=True``, as asyncio and trio
+        do): a small reply goes out at once instead of waiting up to ~40 ms
+        for the peer's delayed ACK. A no-op for other sockets (UNIX) and on
+        a closed stream; a socket that refuses (its connection already
+        gone) is left as it is.
+        """
+        sock = self.socket
+        if self._state is not _CLOSED and sock.family in _TCP_FAMILIES:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if value else 0)
+            except OSError:
+                pass  # e.g. EINVAL on BSDs once the peer reset: the close says why
+
+    @overload
+    def start_tls(
+        self,
+        server_side: bool,
+        ssl_options: ssl.SSLContext | dict[str, Any] | None = None,
+        server_hostname: str | None = None,
+        callback: None = None,
+    ) -> asyncio.Future[SSLIOStream]: ...
+    @overload
+    def start_tls(
+        self,
+        server_side: bool,
+        ssl_options: ssl.SSLContext | dict[str, Any] | None,
+        server_hostname: str | None,
+        callback: Callable[[SSLIOStream], object],
+    ) -> None: ...
+    def start_tls(
+        self,
+        server_side: bool,
+        ssl_options: ssl.SSLContext | dict[str, Any] | None = None,
+        server_hostname: str | None = None,
+        callback: Callable[[SSLIOStream], object] | None = None,
+    ) -> asyncio.Future[SSLIOStream] | None:
+        """Turn this idle, open stream into an :class:`SSLIOStream`.
+
+        Nothing may be pending: no read, no queued write, nothing buffered
+        (``ValueError`` otherwise). This object is detached (``closed()``
+        is then True; its close callback moves to the new stream, its
+        socket is not closed). The new stream is given to *callback*, or is
+        the result of the returned Future, once the handshake is done; a
+        failed handshake fails the Future with the ``ssl.SSLError`` itself.
+        *server_hostname* (client) is checked against the certificate.
+        """
+        _check_callback(callback, "callback", optional=True)
+        if isinstance(self, SSLIOStream):
+            raise ValueError("start_tls() needs a plain IOStream; this one already has TLS")
+        if (
+            self._state is not _OPEN
+            or self.reading()
+            or self.writing()
+            or self._read_buffer.size
+            or self._write_callbacks
+            or self._connect_callback is not None
+        ):
+            raise ValueError(
+                f"start_tls() needs an open stream with nothing pending, queued or "
+                f"buffered; this one is {self._state}"
+                + (", reading" if self.reading() else "")
+                + (", writing" if self.writing() or self._write_callbacks else "")
+                + (f", {self._read_buffer.size} bytes buffered" if self._read_buffer.size else "")
+            )
+        context = make_ssl_context(ssl_options, bool(server_side))
+        sock = self.socket
+        # Detach: this object lets go of the fd without closing it.
+        if self._events is not None:
+            self._events = None
+            self.io_loop.remove_handler(self)
+        close_callback = self._close_callback
+        self._close_callback = None
+        self._state = _CLOSED
+        try:
+            wrapped = context.wrap_socket(
+                sock,
+                server_side=bool(server_side),
+                do_handshake_on_connect=False,
+                server_hostname=None if server_side else server_hostname,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            self.error = exc
+            if close_callback is not None:
+                self.io_loop.add_callback(close_callback)
+            if callback is not None:
+                raise
+            return _failed(self.io_loop, exc)
+        new = SSLIOStream(
+            wrapped,
+            io_loop=self.io_loop,
+            max_buffer_size=self.max_buffer_size,
+            read_chunk_size=self.read_chunk_size,
+            max_write_buffer_size=self.max_write_buffer_size,
+            write_chunk_size=self.write_chunk_size,
+            nodelay=self._nodelay,
+        )
+        new._peer = self._peer
+        new.set_close_callback(close_callback)
         if callback is not None:
-            self._ready.append((callback, ()))
-        if self._write_buffer.size or self._write_callbacks:
-            self._handle_write()
+            new.wait_for_handshake(lambda: callback(new))
+            return None
+        future: asyncio.Future[SSLIOStream] = self.io_loop.create_future()
+        new._handshake_waiters.append(_FutureCallback(future, new, handshake=True))
+        return future
 
 
 class SSLIOStream(IOStream):
@@ -1223,16 +1645,19 @@ class SSLIOStream(IOStream):
 
     ``SSLIOStream(socket, ssl_options=None, server_side=False, **kwargs)``;
     *ssl_options* is an :class:`ssl.SSLContext` or a dict of ``certfile``,
-    ``keyfile``, ``cert_reqs``, ``ca_certs``, ``ciphers``. A client verifies
-    the certificate and host name by default (``ssl.create_default_context``);
-    a dict keeps verification on unless its ``cert_reqs`` turns it off. TLS
-    1.2 is the minimum for contexts built here. The handshake never blocks;
-    the connect callback runs after it; reads and writes issued before it
-    wait for it. A failed handshake closes the stream with the
+    ``keyfile``, ``cert_reqs``, ``ca_certs``, ``ciphers``, ``ssl_version``
+    (see :func:`iostream._tls.make_ssl_context`). A client verifies the
+    certificate and host name by default. *socket* may be an
+    ``ssl.SSLSocket`` already wrapped (with ``do_handshake_on_connect=False``;
+    Tornado's way to make a server-side stream): its context and side are
+    used. The handshake never blocks; the connect callback (or Future) and
+    :meth:`wait_for_handshake` complete after it; reads and writes issued
+    before it wait for it. A failed handshake closes the stream with the
     :class:`ssl.SSLError` in ``error``.
     """
 
     _short_read_drains = False
+    _handshake_future_fails = True
 
     def __init__(
         self,
@@ -1242,11 +1667,12 @@ class SSLIOStream(IOStream):
         **kwargs: Any,
     ) -> None:
         self._ssl_read_scheduled = False
+        self._handshake_done = False
+        self._handshake_waiters: list[Callable[[], object]] = []
         super().__init__(socket, **kwargs)
         self._server_hostname: str | None = None
         if isinstance(socket, ssl.SSLSocket):
-            # Already wrapped (Tornado's documented way to make a server-side
-            # SSLIOStream): its context and side are the socket's own.
+            # Already wrapped: its context and side are the socket's own.
             self.server_side = bool(socket.server_side)
             self.ssl_context = socket.context
             if self._state is _OPEN:
@@ -1258,6 +1684,78 @@ class SSLIOStream(IOStream):
             # An accepted socket: the handshake starts now. A client's starts
             # once connect() has connected it.
             self._start_tls()
+
+    # -- the transport seam: OpenSSL over the socket --------------------------------
+
+    def read_from_fd(self, view: memoryview) -> int | None:
+        """``SSLSocket.recv_into``; want-read / want-write mean "not now"."""
+        while True:
+            try:
+                return self.socket.recv_into(view)
+            except ssl.SSLWantReadError:
+                return None
+            except ssl.SSLWantWriteError:
+                # TLS 1.2 renegotiation must write before it can read on.
+                self._needs_write = True
+                return None
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if is_would_block(exc):
+                    return None
+                raise
+
+    def write_to_fd(self, view: memoryview) -> int:
+        """``SSLSocket.send``; after want-write/want-read OpenSSL must be
+        handed the very same bytes again (the write buffer guarantees it)."""
+        while True:
+            try:
+                return self.socket.send(view)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return 0
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if is_would_block(exc):
+                    return 0
+                raise
+
+    # -- the handshake ------------------------------------------------------------------
+
+    @overload
+    def wait_for_handshake(self, callback: None = None) -> asyncio.Future[SSLIOStream]: ...
+    @overload
+    def wait_for_handshake(self, callback: Callable[[], object]) -> None: ...
+    def wait_for_handshake(
+        self, callback: Callable[[], object] | None = None
+    ) -> asyncio.Future[SSLIOStream] | None:
+        """Wait for the TLS handshake; the result is the stream itself.
+
+        Calls *callback* (no arguments), or returns a Future, once the
+        handshake is done (at once if it already is). A failed handshake
+        fails the Future with the ``ssl.SSLError`` itself (another close:
+        :class:`StreamClosedError`); the callback then never runs. Useful on
+        a server-side stream before reading the peer's certificate.
+        """
+        _check_callback(callback, "callback", optional=True)
+        future = None
+        if callback is None:
+            future = self.io_loop.create_future()
+            callback = _FutureCallback(future, self, handshake=True)
+        if self._handshake_done and self._state is _OPEN:
+            if future is not None:
+                future.set_result(self)
+            else:
+                self._ready.append((callback, ()))
+                self._schedule_drain()
+            return future
+        if self._state is _CLOSED:
+            if future is None:
+                raise StreamClosedError(real_error=self.error)
+            _fail_future(future, self._close_exception(True))
+            return future
+        self._handshake_waiters.append(callback)
+        return future
 
     def _prepare_connect(self, address: Any, server_hostname: str | None) -> None:
         if server_hostname is None and isinstance(address, tuple) and address:
@@ -1283,8 +1781,8 @@ class SSLIOStream(IOStream):
     def _begin_handshake(self) -> None:
         self._state = _HANDSHAKING
         if self._events is None:
-            self._set_events(self._handshake_events())
-        self._continue_handshake()
+            self._set_events(self._wanted_events())
+        self._handshake_step()
 
     def _wrap_socket(self, sock: socket.socket) -> ssl.SSLSocket:
         """Wrap the plain socket (a hook tests override to inject faults)."""
@@ -1295,10 +1793,7 @@ class SSLIOStream(IOStream):
             server_hostname=None if self.server_side else self._server_hostname,
         )
 
-    def _handshake_events(self) -> int:
-        return (WRITE if self._want_write else READ) | ERROR
-
-    def _continue_handshake(self) -> None:
+    def _handshake_step(self) -> None:
         sock = self.socket
         assert isinstance(sock, ssl.SSLSocket)
         while True:
@@ -1306,40 +1801,60 @@ class SSLIOStream(IOStream):
                 sock.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                self._want_write = False
+                self._needs_write = False
                 return
             except ssl.SSLWantWriteError:
-                self._want_write = True
+                self._needs_write = True
                 return
             except InterruptedError:
                 continue  # EINTR: the step did not run; run it again
             except (ssl.SSLError, OSError) as exc:
+                # The peer's doing far more often than a bug (scanners, an
+                # untrusted certificate): DEBUG; `error` and the Futures say it.
+                self._log(logging.DEBUG, "TLS handshake failed", exc, prefix=True)
                 self.close(exc)
                 return
-        self._want_write = False
+        self._needs_write = False
         self._state = _OPEN
+        self._handshake_done = True
+        waiters = self._handshake_waiters
+        self._handshake_waiters = []
+        for waiter in waiters:
+            self._ready.append((waiter, ()))
         IOStream._on_connected(self)
-        if self._state == _OPEN:
+        if self._state is _OPEN:
             # Application data may already sit decrypted inside OpenSSL.
             self._handle_read(READ)
+
+    def _on_close(self) -> None:
+        waiters = self._handshake_waiters
+        self._handshake_waiters = []
+        for waiter in waiters:
+            self._fail_callback(waiter)
 
     def _handle_read(self, events: int) -> None:
         # OpenSSL may hold decrypted bytes that the kernel no longer reports
         # as readable (they left the socket inside a larger record), and a
-        # poller would never wake us for them: read until OpenSSL has none.
-        # Each pass either empties OpenSSL's buffer or fills ours, which
-        # closes the stream at max_buffer_size, so this ends.
+        # poller would never wake us for them: read until OpenSSL has none,
+        # or until back-pressure says stop (then _update_events fetches them
+        # when a read wants them).
         while True:
             super()._handle_read(events)
             sock = self.socket
-            if self._state != _OPEN or not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+            if self._state is not _OPEN or not isinstance(sock, ssl.SSLSocket):
+                break
+            if not sock.pending():
                 break
             if self._pending is None and (
                 self._close_callback is None or self._read_buffer.size >= self.max_buffer_size
             ):
-                # Back-pressure: the rest waits inside OpenSSL until a read
-                # wants it (_update_events schedules that read).
                 break
+
+    def _handle_write(self) -> None:
+        super()._handle_write()
+        if self._needs_write and self._state is _OPEN:
+            self._needs_write = False
+            self._handle_read(READ)
 
     def _update_events(self) -> None:
         super()._update_events()
@@ -1356,12 +1871,6 @@ class SSLIOStream(IOStream):
         if self._state is _OPEN:
             self._handle_events(self._fd, READ)
 
-    def _handle_write(self) -> None:
-        super()._handle_write()
-        if self._want_write and self._state == _OPEN:
-            self._want_write = False
-            self._handle_read(READ)
-
     def _send_now(self, data: bytes | memoryview, size: int) -> bytes | memoryview | None:
         # Always through the write buffer: after want-write, OpenSSL must be
         # handed the very same bytes again, and the buffer guarantees that.
@@ -1369,11 +1878,11 @@ class SSLIOStream(IOStream):
         self._handle_write()
         return None
 
-    def _wanted_events(self) -> int:
-        events = super()._wanted_events()
-        if self._state == _OPEN and self._want_write:
-            events |= WRITE
-        return events
+
+def _failed(loop: IOLoop, exc: BaseException) -> asyncio.Future[Any]:
+    future = loop.create_future()
+    _fail_future(future, exc)
+    return future
 
 
 def _new_read_target(size: int) -> mmap.mmap:
@@ -1437,126 +1946,6 @@ def _probe_connection(sock: socket.socket) -> tuple[bool, Any, OSError | None]:
             ConnectionResetError(errno.ECONNRESET, "connection lost before the stream was made"),
         )
     return True, None, None
-
-
-_SSL_OPTION_KEYS = frozenset(
-    {"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers", "ssl_version"}
-)
-
-#: Tornado's ``ssl_version`` values that pin one protocol version.
-_PINNED_VERSIONS = {
-    name: version
-    for name, version in (
-        ("PROTOCOL_TLSv1_2", ssl.TLSVersion.TLSv1_2),
-        ("PROTOCOL_TLSv1_1", ssl.TLSVersion.TLSv1_1),
-        ("PROTOCOL_TLSv1", ssl.TLSVersion.TLSv1),
-    )
-    if hasattr(ssl, name)
-}
-
-
-def _context_for_version(ssl_version: object, server_side: bool) -> tuple[ssl.SSLContext, bool]:
-    """A context for Tornado's ``ssl_version`` key: ``(context, pinned)``.
-
-    ``PROTOCOL_TLS`` / ``PROTOCOL_SSLv23`` (negotiate) and the side's own
-    ``PROTOCOL_TLS_SERVER`` / ``PROTOCOL_TLS_CLIENT`` give the modern
-    context (no deprecation warning); ``PROTOCOL_TLSv1_2`` pins TLS 1.2.
-    Versions below 1.2 are refused: this library's floor is TLS 1.2.
-    """
-    protocol = ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT
-    if not isinstance(ssl_version, int) or isinstance(ssl_version, bool):
-        raise ValueError(
-            f"ssl_options['ssl_version'] must be an ssl.PROTOCOL_* constant, not {ssl_version!r}"
-        )
-    wrong_side = ssl.PROTOCOL_TLS_CLIENT if server_side else ssl.PROTOCOL_TLS_SERVER
-    if ssl_version == wrong_side:
-        side = "server" if server_side else "client"
-        raise ValueError(f"ssl_options['ssl_version']={ssl_version!r} is not for a {side} stream")
-    if ssl_version in (ssl.PROTOCOL_TLS, protocol):
-        return ssl.SSLContext(protocol), False
-    for name, version in _PINNED_VERSIONS.items():
-        if ssl_version == getattr(ssl, name):
-            if version < ssl.TLSVersion.TLSv1_2:
-                raise ValueError(
-                    f"ssl_options['ssl_version']=ssl.{name} is below TLS 1.2, which this "
-                    "library refuses"
-                )
-            context = ssl.SSLContext(protocol)
-            context.minimum_version = context.maximum_version = version
-            return context, True
-    raise ValueError(f"ssl_options['ssl_version']={ssl_version!r} is not a TLS protocol")
-
-
-def make_ssl_context(
-    ssl_options: ssl.SSLContext | dict[str, Any] | None, server_side: bool
-) -> ssl.SSLContext:
-    """Build the :class:`ssl.SSLContext` an SSLIOStream or TCPServer uses.
-
-    An ``SSLContext`` is returned as it is. ``None`` (client only) and a dict
-    give a context with verification on, TLS 1.2 at least; a dict's
-    ``cert_reqs=ssl.CERT_NONE`` turns verification off. A dict may name
-    Tornado's ``ssl_version`` (``ssl.PROTOCOL_TLS``, the side's
-    ``PROTOCOL_TLS_SERVER``/``PROTOCOL_TLS_CLIENT``, or
-    ``PROTOCOL_TLSv1_2`` to pin TLS 1.2; older versions are refused).
-    """
-    if isinstance(ssl_options, ssl.SSLContext):
-        return ssl_options
-    if ssl_options is None:
-        if server_side:
-            raise ValueError("ssl_options must give a certfile for a server-side TLS stream")
-        ssl_options = {}
-    if not isinstance(ssl_options, dict):
-        raise TypeError(
-            "ssl_options must be an ssl.SSLContext, a dict or None, "
-            f"not {type(ssl_options).__name__}"
-        )
-    unknown = set(ssl_options) - _SSL_OPTION_KEYS
-    if unknown:
-        raise ValueError(
-            f"ssl_options has unknown keys {sorted(unknown)}; known: {sorted(_SSL_OPTION_KEYS)}"
-        )
-    pinned = False
-    if "ssl_version" in ssl_options:
-        context, pinned = _context_for_version(ssl_options["ssl_version"], server_side)
-    if server_side:
-        if not ssl_options.get("certfile"):
-            raise ValueError("ssl_options must give a certfile for a server-side TLS stream")
-        if "ssl_version" not in ssl_options:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        if "cert_reqs" in ssl_options:
-            context.verify_mode = ssl_options["cert_reqs"]
-    else:
-        if "ssl_version" in ssl_options:
-            # PROTOCOL_TLS_CLIENT verifies (CERT_REQUIRED, check_hostname);
-            # create_default_context also loads the system's trusted CAs.
-            if not ssl_options.get("ca_certs"):
-                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        else:
-            context = ssl.create_default_context()
-        if "cert_reqs" in ssl_options:
-            if ssl_options["cert_reqs"] == ssl.CERT_NONE:
-                context.check_hostname = False
-            context.verify_mode = ssl_options["cert_reqs"]
-    if not pinned:
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        if ssl_options.get("certfile"):
-            context.load_cert_chain(ssl_options["certfile"], ssl_options.get("keyfile"))
-        if ssl_options.get("ca_certs"):
-            context.load_verify_locations(ssl_options["ca_certs"])
-    except OSError as exc:
-        # ssl's own message names neither the option nor the file.
-        names = ", ".join(
-            f"{key}={ssl_options[key]!r}"
-            for key in ("certfile", "keyfile", "ca_certs")
-            if ssl_options.get(key)
-        )
-        raise type(exc)(
-            exc.errno, f"ssl_options: cannot load {names}: {exc.strerror or exc}"
-        ) from exc
-    if ssl_options.get("ciphers"):
-        context.set_ciphers(ssl_options["ciphers"])
-    return context
 
 
 _socket_type = socket.socket

@@ -453,16 +453,16 @@ def pair(streams: StreamKit) -> tuple[IOStream, socket.socket]:
         (lambda s: s.read_until(b"", print), ValueError, ("delimiter",)),
         (lambda s: s.read_until("\n", print), TypeError, ("delimiter",)),
         (lambda s: s.read_until(None, print), TypeError, ("delimiter",)),
-        (lambda s: s.read_until(b"\n", None), TypeError, ("callback",)),
+        (lambda s: s.read_until(b"\n", 5), TypeError, ("callback",)),
         (lambda s: s.read_until(b"\n", print, max_bytes=0), ValueError, ("max_bytes",)),
         (lambda s: s.read_until(b"\n", print, max_bytes=-1), ValueError, ("max_bytes",)),
         (lambda s: s.read_until(b"\n", print, max_bytes="9"), TypeError, ("max_bytes",)),
         (lambda s: s.read_bytes(-1, print), ValueError, ("num_bytes",)),
         (lambda s: s.read_bytes(1.5, print), TypeError, ("num_bytes",)),
         (lambda s: s.read_bytes("3", print), TypeError, ("num_bytes",)),
-        (lambda s: s.read_bytes(3, None), TypeError, ("callback",)),
+        (lambda s: s.read_bytes(3, 5), TypeError, ("callback",)),
         (lambda s: s.read_bytes(3, print, 5), TypeError, ("streaming_callback",)),
-        (lambda s: s.read_until_close(None), TypeError, ("callback",)),
+        (lambda s: s.read_until_close(5), TypeError, ("callback",)),
         (lambda s: s.read_until_close(print, "x"), TypeError, ("streaming_callback",)),
         (lambda s: s.write("text"), TypeError, ("data",)),
         (lambda s: s.write(5), TypeError, ("data",)),
@@ -625,7 +625,7 @@ def test_ssl_connect_bad_server_hostname(io_loop: IOLoop, streams: StreamKit) ->
         io_loop,
         TypeError,
         ("server_hostname",),
-        lambda: stream.connect(listener.getsockname(), server_hostname=5),  # type: ignore[arg-type]
+        lambda: stream.connect(listener.getsockname(), server_hostname=5),  # type: ignore[call-overload]
     )
 
 

@@ -1533,23 +1533,23 @@ def _bad_calls(a: IOStream) -> list[tuple[str, type[Exception], str, Callable[[]
         return None
 
     return [
-        ("str-delimiter", TypeError, "delimiter", lambda: a.read_until("\n", cb)),  # type: ignore[arg-type]
+        ("str-delimiter", TypeError, "delimiter", lambda: a.read_until("\n", cb)),  # type: ignore[call-overload]
         ("empty-delimiter", ValueError, "delimiter", lambda: a.read_until(b"", cb)),
-        ("int-delimiter", TypeError, "delimiter", lambda: a.read_until(10, cb)),  # type: ignore[arg-type]
-        ("read_until-callback", TypeError, "callback", lambda: a.read_until(b"\n", 42)),  # type: ignore[arg-type]
+        ("int-delimiter", TypeError, "delimiter", lambda: a.read_until(10, cb)),  # type: ignore[call-overload]
+        ("read_until-callback", TypeError, "callback", lambda: a.read_until(b"\n", 42)),  # type: ignore[call-overload]
         ("negative-num_bytes", ValueError, "num_bytes", lambda: a.read_bytes(-1, cb)),
-        ("str-num_bytes", TypeError, "num_bytes", lambda: a.read_bytes("5", cb)),  # type: ignore[arg-type]
-        ("read_bytes-callback", TypeError, "callback", lambda: a.read_bytes(5, "cb")),  # type: ignore[arg-type]
+        ("str-num_bytes", TypeError, "num_bytes", lambda: a.read_bytes("5", cb)),  # type: ignore[call-overload]
+        ("read_bytes-callback", TypeError, "callback", lambda: a.read_bytes(5, "cb")),  # type: ignore[call-overload]
         (
             "streaming_callback",
             TypeError,
             "streaming_callback",
-            lambda: a.read_bytes(5, cb, streaming_callback=3),  # type: ignore[arg-type]
+            lambda: a.read_bytes(5, cb, streaming_callback=3),  # type: ignore[call-overload]
         ),
-        ("read_until_close-callback", TypeError, "callback", lambda: a.read_until_close(None)),  # type: ignore[arg-type]
-        ("str-data", TypeError, "data", lambda: a.write("text")),  # type: ignore[arg-type]
-        ("int-data", TypeError, "data", lambda: a.write(5)),  # type: ignore[arg-type]
-        ("write-callback", TypeError, "callback", lambda: a.write(b"x", 3)),  # type: ignore[arg-type]
+        ("read_until_close-callback", TypeError, "callback", lambda: a.read_until_close(5)),  # type: ignore[call-overload]
+        ("str-data", TypeError, "data", lambda: a.write("text")),  # type: ignore[call-overload]
+        ("int-data", TypeError, "data", lambda: a.write(5)),  # type: ignore[call-overload]
+        ("write-callback", TypeError, "callback", lambda: a.write(b"x", 3)),  # type: ignore[call-overload]
         ("close-callback", TypeError, "callback", lambda: a.set_close_callback(7)),  # type: ignore[arg-type]
     ]
 
