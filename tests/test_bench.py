@@ -414,6 +414,14 @@ def test_report_has_a_both_ends_table_and_a_shared_table() -> None:
     assert "2.00" in text[both:shared] and "3.00" in text[shared:]
 
 
+def test_report_warns_when_other_processes_kept_the_machine_busy() -> None:
+    values = {"iostream-epoll": {"echo": 2.0}, "asyncio-streams": {"echo": 1.0}}
+    quiet, busy = _report_with(values, ["echo"]), _report_with(values, ["echo"])
+    quiet.foreign, busy.foreign = [0.0, 0.1, 0.9], [0.1, 1.5, 1.6]
+    assert not any("not comparable" in note for note in quiet.all_notes())
+    assert any("not comparable" in note for note in busy.all_notes())
+
+
 def test_quick_report_marks_indicative_rows() -> None:
     values = {"iostream-epoll": {"tls-bulk": 150.0}, "asyncio-streams": {"tls-bulk": 100.0}}
     quick = _report_with(values, ["tls-bulk"], mode="quick")

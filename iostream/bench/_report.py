@@ -89,6 +89,12 @@ class Report:
         if self.foreign:
             disturbed = sum(load > MAX_FOREIGN for load in self.foreign)
             retries = self.config.get("sizes", {}).get("retries", 0)
+            if statistics.median(self.foreign) > MAX_FOREIGN:
+                notes.append(
+                    "**other processes kept this machine busy during most runs: the ratios "
+                    "of this run are not comparable with a quiet run's, nor is quick mode "
+                    "with full mode** (compare runs with bench/compare.py)"
+                )
             notes.append(
                 f"other processes used a median {statistics.median(self.foreign):.2f} and at "
                 f"most {max(self.foreign):.2f} cores during the runs kept "
