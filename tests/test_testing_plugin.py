@@ -200,6 +200,7 @@ def test_stream_pair_every_kind_and_indirect_parametrization(run: pytest.Pyteste
 def test_a_failing_test_reports_its_fault_record(run: pytest.Pytester) -> None:
     run.makepyfile(
         """
+        from hypothesis import HealthCheck, given, settings, strategies as st
         from iostream.testing import Waiter
 
         def test_fails(io_loop, stream_pair):
@@ -216,10 +217,21 @@ def test_a_failing_test_reports_its_fault_record(run: pytest.Pytester) -> None:
             b.read_bytes(100000, w.done)
             a.write(b"z" * 100000)
             w.wait(timeout=30)
+
+        # Hypothesis prints its own shrunk example: no record of every run.
+        @settings(max_examples=5, database=None, suppress_health_check=list(HealthCheck))
+        @given(st.integers(0, 3))
+        def test_hypothesis_fails(io_loop, stream_pair, n):
+            a, b = stream_pair("chaos", seed=n)
+            w = Waiter(io_loop)
+            b.read_bytes(100000, w.done)
+            a.write(b"z" * 100000)
+            w.wait(timeout=30)
+            assert False
         """
     )
     result = runpytest(run, "--iostream-pollers=select", "-rA")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(
         [
             "*- iostream fault record -*",
