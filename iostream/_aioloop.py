@@ -430,6 +430,16 @@ def _delegate(name: str) -> Callable[..., Any]:
     return method
 
 
-for _name in (*_NOT_PROVIDED, "getaddrinfo", "getnameinfo", "shutdown_asyncgens"):
+for _name in (
+    *_NOT_PROVIDED,
+    "getaddrinfo",
+    "getnameinfo",
+    "shutdown_asyncgens",
+    "shutdown_default_executor",
+    "set_default_executor",
+    "set_task_factory",
+    "get_task_factory",
+    "default_exception_handler",
+):
     setattr(AsyncioIOLoop, _name, _delegate(_name))
 del _name

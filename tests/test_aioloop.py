@@ -9,6 +9,7 @@ Every wait is bounded by ``asyncio.wait_for``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import socket
@@ -327,6 +328,20 @@ def test_asyncio_methods_are_the_asyncio_loops(make_loop: LoopFactory) -> None:
             transport.close()
             assert await bridge.run_in_executor(None, sum, [1, 2]) == 3
             assert await bridge.create_task(asyncio.sleep(0, "task")) == "task"
+            running = asyncio.get_running_loop()
+            factory = running.get_task_factory()
+            try:
+                bridge.set_task_factory(None)
+                assert running.get_task_factory() is None
+            finally:
+                running.set_task_factory(factory)
+            assert bridge.get_task_factory() is factory
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                bridge.set_default_executor(pool)
+                assert await running.run_in_executor(None, threading.get_ident) != (
+                    threading.get_ident()
+                )
+                await bridge.shutdown_default_executor()
         finally:
             server.close()
             await server.wait_closed()
