@@ -7,6 +7,7 @@ public API the package adds for users.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import socket
 import sys
@@ -28,6 +29,7 @@ from iostream.testing import (
     TLSChaos,
     Waiter,
     WindowsSocket,
+    catch_escaped,
     format_schedule,
     parse_schedule,
     recording,
@@ -346,6 +348,35 @@ def test_run_sync_and_waiter(io_loop: IOLoop) -> None:
     assert w.values == ["a", ("b", "c")]
     with pytest.raises(ValueError, match="expected must be an int >= 1"):
         Waiter(io_loop, expected=0)
+
+
+def test_catch_escaped_raises_from_run_sync_and_waiter(io_loop: IOLoop) -> None:
+    with catch_escaped(io_loop) as escaped:
+        tasks: list[asyncio.Task[None]] = []
+
+        async def main() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.append(task)
+            io_loop.add_callback(lambda: 1 / 0)
+            await io_loop.create_future()  # never done: only the escape ends this
+
+        with pytest.raises(ZeroDivisionError):
+            run_sync(io_loop, main, timeout=20)
+        tasks[0].cancel()  # (left pending by the early stop)
+        run_until(io_loop, tasks[0].done)
+        w = Waiter(io_loop)
+        io_loop.add_callback(lambda: [][1])
+        with pytest.raises(IndexError):
+            w.wait(timeout=20)
+        assert escaped == []
+    # Outside the block the loop logs and goes on, as usual.
+    io_loop.add_callback(lambda: int("x"))
+    run_until(io_loop, lambda: True)
+    w = Waiter(io_loop)
+    io_loop.add_callback(lambda: [][1])
+    io_loop.add_callback(w.done, "went on")
+    assert w.wait(timeout=20) == "went on"
 
 
 def test_wait_with_progress_fails_fast_when_stuck(io_loop: IOLoop) -> None:
