@@ -11,8 +11,6 @@ import socket
 
 from iostream import IOLoop, IOStream
 
-# needs: iostream.IOLoop.from_asyncio; stream futures
-
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     line = await reader.readline()

@@ -11,13 +11,11 @@ import socket
 
 from iostream import IOLoop, IOStream, StreamClosedError, TCPServer
 
-# needs: iostream.IOLoop.run_sync; stream futures
-
 
 class UpperServer(TCPServer):
     """Send every line back in upper case until the client leaves."""
 
-    async def handle_stream(self, stream: IOStream, address: object) -> None:  # type: ignore[override]
+    async def handle_stream(self, stream: IOStream, address: object) -> None:
         try:
             while True:
                 line = await stream.read_until(b"\n")
