@@ -40,6 +40,7 @@ from iostream._version import __version__
 
 if TYPE_CHECKING:
     from iostream import IOLoop, IOStream
+    from iostream.ioloop import Timeout
 
 #: Exit codes of ``get`` (and of the other commands where they apply).
 EXIT_OK = 0
@@ -262,14 +263,19 @@ def where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _OutputError(CLIError):
+    """Writing the body failed locally (a closed pipe, a full disk)."""
+
+
 class HTTPGet:
-    """One ``GET`` over an IOStream: connect, send, stream the body to *out*.
+    """One ``GET`` over an IOStream, as a coroutine: connect, send, stream the body.
 
     The HTTP/1.1 framing (status line, headers, Content-Length, chunked,
-    read-until-close, interim 1xx responses) is h11's; this class only moves
-    bytes between the stream and an ``h11.Connection``. The result is
-    :attr:`code` (an exit code) and :attr:`message` (the one-line error,
-    empty on success), set when the loop stops.
+    read-until-close, interim 1xx responses) is h11's; this class moves
+    bytes between the stream and an ``h11.Connection``, and turns what went
+    wrong into an exit code and a one-line message. An inactivity timer
+    (re-armed by every bit of progress) closes the stream after *timeout*
+    seconds of silence, which ends whatever is being awaited.
     """
 
     def __init__(
@@ -282,8 +288,6 @@ class HTTPGet:
         include_headers: bool = False,
         out_name: str = "the output",
     ) -> None:
-        import h11
-
         self.io_loop = io_loop
         self.target = target
         self.out = out
@@ -291,74 +295,74 @@ class HTTPGet:
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.include_headers = include_headers
-        self.code: int | None = None
-        self.message = ""
         self.stream: IOStream | None = None
-        self.http = h11.Connection(our_role=h11.CLIENT)
-        self._addresses: list[tuple[int, Any]] = []
-        self._timer: Any = None  # the handle call_later returned
-        self._connected = False
+        self.connected = False
+        self.timed_out = False
+        self._timer: Timeout | None = None
 
-    # -- lifecycle
+    async def run(self, addresses: list[tuple[int, Any]]) -> tuple[int, str]:
+        """Fetch from the first of *addresses* that connects; return ``(exit code, message)``."""
+        import h11
 
-    def start(self, addresses: list[tuple[int, Any]]) -> None:
-        """Begin with the first of *addresses* (``(family, sockaddr)`` pairs)."""
-        self._addresses = list(addresses)
         self._arm_timer()
-        self._connect_next()
-
-    def finish(self, code: int, message: str = "") -> None:
-        """Record the result (the first one wins), close the stream, stop the loop."""
-        if self.code is not None:
-            return
-        self.code = code
-        self.message = message
-        if self._timer is not None:
-            self.io_loop.remove_timeout(self._timer)
-            self._timer = None
-        stream = self.stream
-        if stream is not None and not stream.closed():
-            stream.close()
-        self.io_loop.stop()
+        try:
+            await self._exchange(addresses)
+            return EXIT_OK, ""
+        except _OutputError as exc:
+            return exc.code, str(exc)
+        except h11.RemoteProtocolError as exc:
+            return EXIT_ERROR, f"bad response: {_one_line(exc)}"
+        except OSError as exc:  # StreamClosedError and ssl.SSLError are OSErrors
+            return self._failure(exc)
+        finally:
+            if self._timer is not None:
+                self.io_loop.remove_timeout(self._timer)
+            if self.stream is not None:
+                self.stream.close()
 
     def _arm_timer(self) -> None:
-        """(Re)start the inactivity timer: progress of any kind pushes it back."""
-        if self.code is not None:
-            return
         if self._timer is not None:
             self.io_loop.remove_timeout(self._timer)
         self._timer = self.io_loop.call_later(self.timeout, self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
-        what = "waiting for the server" if self._connected else "connecting"
-        place = where(self.target.host, self.target.port)
-        self.finish(EXIT_TIMEOUT, f"timed out after {self.timeout:g}s {what} ({place})")
+        self.timed_out = True
+        if self.stream is not None:
+            self.stream.close()  # the pending connect, write or read fails
 
-    # -- connect
-
-    def _connect_next(self) -> None:
+    async def _connect(self, addresses: list[tuple[int, Any]]) -> IOStream:
         from iostream import IOStream, SSLIOStream
 
-        family, sockaddr = self._addresses.pop(0)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        stream: IOStream
-        if self.ssl_context is not None:
-            stream = SSLIOStream(sock, ssl_options=self.ssl_context, io_loop=self.io_loop)
-        else:
-            stream = IOStream(sock, io_loop=self.io_loop)
-        self.stream = stream
-        stream.set_close_callback(lambda: self._on_close(stream))
-        server_hostname = self.target.host if self.ssl_context is not None else None
-        stream.connect(sockaddr, self._on_connect, server_hostname=server_hostname)
+        for index, (family, sockaddr) in enumerate(addresses):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            stream: IOStream
+            if self.ssl_context is not None:
+                stream = SSLIOStream(sock, ssl_options=self.ssl_context, io_loop=self.io_loop)
+            else:
+                stream = IOStream(sock, io_loop=self.io_loop)
+            self.stream = stream
+            hostname = self.target.host if self.ssl_context is not None else None
+            try:
+                await stream.connect(sockaddr, server_hostname=hostname)
+                return stream
+            except ssl.SSLError:
+                raise  # the server answered: another address would not help
+            except OSError as exc:
+                if self.timed_out or index == len(addresses) - 1:
+                    raise
+                # Try the next address (e.g. 127.0.0.1 after ::1 for "localhost").
+                log.debug("connect to %s failed (%s); trying the next address", sockaddr, exc)
+                stream.close()
+        raise AssertionError("no address to connect to")  # _resolve never gives none
 
-    def _on_connect(self) -> None:
+    async def _exchange(self, addresses: list[tuple[int, Any]]) -> None:
         import h11
 
-        assert self.stream is not None
-        self._connected = True
+        stream = await self._connect(addresses)
+        self.connected = True
         self._arm_timer()
+        http = h11.Connection(our_role=h11.CLIENT)
         t = self.target
         request = h11.Request(
             method="GET",
@@ -371,101 +375,66 @@ class HTTPGet:
                 ("Connection", "close"),
             ],
         )
-        data = self.http.send(request) or b""
-        data += self.http.send(h11.EndOfMessage()) or b""
-        self.stream.write(data)
-        self.stream.read_until_close(self._on_eof, streaming_callback=self._on_data)
-
-    def _on_close(self, stream: IOStream) -> None:
-        """The stream closed before a result: a failed connect (try the next address)."""
-        if self.code is not None or stream is not self.stream:
-            return
-        error = stream.error
-        if not self._connected:
-            if error is not None and self._addresses and not isinstance(error, ssl.SSLError):
-                # Try the next address (e.g. 127.0.0.1 after ::1 for "localhost").
-                log.debug("connect to an address failed (%s); trying the next", error)
-                self._connect_next()
-                return
-            self._fail_with(error, "the connection closed while connecting")
-            return
-        # Connected: read_until_close's callback, which runs before this one,
-        # has already given the result.
-        self._on_eof(b"")
-
-    def _fail_with(self, error: BaseException | None, fallback: str) -> None:
-        place = where(self.target.host, self.target.port)
-        if error is None:
-            self.finish(EXIT_ERROR, f"{fallback} ({place})")
-            return
-        code, what = classify_error(error)
-        detail = _one_line(getattr(error, "strerror", None) or error) or type(error).__name__
-        if isinstance(error, ssl.SSLError):
-            detail = _one_line(getattr(error, "verify_message", None) or error.reason or error)
-        self.finish(code, f"{what} ({place}): {detail}")
-
-    # -- response
-
-    def _on_data(self, data: bytes) -> None:
-        self._arm_timer()
-        self._feed(data)
-
-    def _on_eof(self, data: bytes) -> None:
-        if data:
-            self._feed(data)
-        if self.code is not None:
-            return
-        stream = self.stream
-        if stream is not None and stream.error is not None:
-            # A reset is not the end of a read-until-close body.
-            self._fail_with(stream.error, "")
-            return
-        self._feed(b"")  # h11: the peer closed; is the response complete?
-        if self.code is None:
-            self.finish(EXIT_ERROR, "the server closed the connection without a response")
-
-    def _feed(self, data: bytes) -> None:
-        """Give *data* (``b""``: the end of the stream) to h11 and act on its events."""
-        import h11
-
-        if self.code is not None:
-            return
-        self.http.receive_data(data)
-        while self.code is None:
-            try:
-                event = self.http.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.finish(EXIT_ERROR, f"bad response: {exc}")
-                return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Response):
-                log.info(
-                    "HTTP/%s %s %s",
-                    event.http_version.decode(),
-                    event.status_code,
-                    event.reason.decode("iso-8859-1"),
-                )
+        stream.write((http.send(request) or b"") + (http.send(h11.EndOfMessage()) or b""))
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(await self._receive(stream))
+            elif isinstance(event, h11.Response):
+                reason = event.reason.decode("iso-8859-1")
+                log.info("HTTP/%s %s %s", event.http_version.decode(), event.status_code, reason)
                 if self.include_headers:
                     self._write_out(_format_head(event))
             elif isinstance(event, h11.Data):
                 self._write_out(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
-                self.finish(EXIT_OK)
+                return
             elif isinstance(event, h11.ConnectionClosed):
-                self.finish(EXIT_ERROR, "the server closed the connection without a response")
+                raise h11.RemoteProtocolError("the server closed the connection without a response")
             # h11.InformationalResponse (100 Continue, 103 Early Hints): the
             # real response follows.
 
+    async def _receive(self, stream: IOStream) -> bytes:
+        """The next bytes from the server; ``b""`` when it closed cleanly."""
+        from iostream import StreamClosedError
+
+        try:
+            data: bytes = await stream.read_bytes(65536, partial=True)
+        except StreamClosedError as exc:
+            if exc.real_error is not None or self.timed_out:
+                raise  # a reset is not the end of a read-until-close body
+            return b""  # EOF: h11 says whether the response was complete
+        self._arm_timer()
+        return data
+
     def _write_out(self, data: bytes) -> None:
-        if not data or self.code is not None:
+        if not data:
             return
         try:
             self.out.write(data)
         except OSError as exc:
             # A local failure (closed pipe, full disk), not a network error.
             detail = _one_line(exc.strerror or exc)
-            self.finish(EXIT_ERROR, f"cannot write to {self.out_name}: {detail}")
+            raise _OutputError(f"cannot write to {self.out_name}: {detail}") from None
+
+    def _failure(self, exc: OSError) -> tuple[int, str]:
+        """``(exit code, message)`` for what ended the exchange."""
+        from iostream import StreamClosedError
+
+        place = where(self.target.host, self.target.port)
+        if self.timed_out:
+            what = "waiting for the server" if self.connected else "connecting"
+            return EXIT_TIMEOUT, f"timed out after {self.timeout:g}s {what} ({place})"
+        error: BaseException = exc
+        if isinstance(exc, StreamClosedError):
+            if exc.real_error is None:
+                return EXIT_ERROR, f"the server closed the connection ({place})"
+            error = exc.real_error
+        code, what = classify_error(error)
+        detail = _one_line(getattr(error, "strerror", None) or error) or type(error).__name__
+        if isinstance(error, ssl.SSLError):
+            detail = _one_line(getattr(error, "verify_message", None) or error.reason or error)
+        return code, f"{what} ({place}): {detail}"
 
 
 def _format_head(response: Any) -> bytes:
@@ -556,15 +525,10 @@ def fetch(
         return exc.code, str(exc)
     get = HTTPGet(io_loop, target, out, context, timeout, include_headers, out_name)
     try:
-        io_loop.add_callback(get.start, addresses)
-        io_loop.start()
+        result: tuple[int, str] = io_loop.run_sync(lambda: get.run(addresses))
     finally:
-        if get.stream is not None and not get.stream.closed():
-            get.stream.close()
         io_loop.close(all_fds=True)
-    if get.code is None:
-        return EXIT_ERROR, "the event loop stopped before the request finished"
-    return get.code, get.message
+    return result
 
 
 def cmd_get(args: argparse.Namespace) -> int:
