@@ -9,7 +9,13 @@ its own checks. Sizes are tiny: the point is the plumbing, not the numbers.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
+import os
+import select
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -441,3 +447,49 @@ def test_load_meter_reports_other_processes_cores() -> None:
     foreign = meter.foreign()
     assert foreign is None or foreign >= 0.0
     assert _load.wait_quiet(0.0) == pytest.approx(0.0, abs=0.1)
+
+
+# ---------------------------------------------------------------- the scripts under bench/
+
+
+def _script(name: str) -> Any:
+    """Import ``bench/<name>.py`` (a script, not a package module)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_flags_ratios_outside_the_tolerance(tmp_path: Path) -> None:
+    compare = _script("compare")
+
+    def run(mode: str, ratio: float) -> dict[str, Any]:
+        report = _report_with(
+            {"iostream-epoll": {"echo": ratio}, "asyncio-streams": {"echo": 1.0}}, ["echo"], mode
+        )
+        return _report.to_json(report)
+
+    lines = compare.compare(run("quick", 1.2), run("full", 1.0), 0.25)
+    assert not any("DISAGREES" in line for line in lines)
+    lines = compare.compare(run("quick", 1.3), run("full", 1.0), 0.25)
+    assert any("DISAGREES" in line and "iostream-epoll" in line for line in lines)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(run("quick", 2.0)))
+    second.write_text(json.dumps(run("full", 1.0)))
+    assert compare.main([str(first), str(second)]) == 1
+    assert compare.main([str(first), str(first)]) == 0
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or not hasattr(select, "epoll"), reason="needs fork and epoll"
+)
+def test_sockopts_measures_every_option_set(capsys: pytest.CaptureFixture[str]) -> None:
+    sockopts = _script("sockopts")
+    assert sockopts.main(["--mib", "2", "--runs", "1", "--no-pin"]) == 0
+    out = capsys.readouterr().out
+    medians = out.split("medians:")[1]
+    for option in ("default", "nodelay", "lowat", "both"):
+        assert f"\n{option} " in medians
