@@ -10,8 +10,8 @@ buffer (epoll for readability). Only the sender's options change:
 
 - ``default``: what a fresh socket has;
 - ``nodelay``: ``TCP_NODELAY`` (Nagle off);
-- ``lowat``: ``TCP_NOTSENT_LOWAT`` = 16 KiB (the socket is writable only
-  while less than that is queued and not yet sent);
+- ``lowat``: ``TCP_NOTSENT_LOWAT`` = 16 KiB, or ``--lowat`` bytes (the
+  socket is writable only while less than that is queued and not yet sent);
 - ``both``: the two together (what trio's ``SocketStream`` sets on every
   TCP stream).
 
@@ -136,7 +136,7 @@ def _send(
     return started, cpu1 - cpu0, sends, eagain, sleeps, switches1 - switches0
 
 
-def one_run(option: str, total: int, data: memoryview, pin: bool) -> Run:
+def one_run(option: str, total: int, data: memoryview, pin: bool, lowat_bytes: int = LOWAT) -> Run:
     """Transfer *total* bytes once with the sender options named *option*."""
     nodelay, lowat = OPTIONS[option]
     meter = LoadMeter()
@@ -158,7 +158,7 @@ def one_run(option: str, total: int, data: memoryview, pin: bool) -> Run:
     if nodelay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if lowat:
-        sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, LOWAT)
+        sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, lowat_bytes)
     sock.setblocking(False)
     started, cpu, sends, eagain, sleeps, switches = _send(sock, data, total)
     with os.fdopen(read_end) as report:
@@ -197,18 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per option set (default 3)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
     parser.add_argument(
+        "--lowat", type=int, default=LOWAT, help=f"TCP_NOTSENT_LOWAT bytes (default {LOWAT})"
+    )
+    parser.add_argument(
         "--options", nargs="+", choices=list(OPTIONS), default=list(OPTIONS), metavar="SET"
     )
     args = parser.parse_args(argv)
-    if args.mib < 1 or args.runs < 1:
-        parser.error("--mib and --runs must be positive")
+    if args.mib < 1 or args.runs < 1 or args.lowat < 1:
+        parser.error("--mib, --runs and --lowat must be positive")
     if not hasattr(select, "epoll") or not hasattr(os, "fork"):
         print("sockopts: needs Linux (epoll, fork)", file=sys.stderr)
         return 2
     total = args.mib << 20
     data = memoryview(os.urandom(CHUNK) * (total // CHUNK))
     print(
-        f"{args.mib} MiB per run, {CHUNK // 1024} KiB sends, pinned={not args.no_pin}, "
+        f"{args.mib} MiB per run, {CHUNK // 1024} KiB sends, lowat={args.lowat}, "
+        f"pinned={not args.no_pin}, "
         f"tcp_autocorking={_sysctl('tcp_autocorking')}, "
         f"tcp_notsent_lowat={_sysctl('tcp_notsent_lowat')}, "
         f"loadavg={os.getloadavg()[0]:.2f}"
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     for _ in range(args.runs):
         for option in args.options:
-            run = one_run(option, total, data, not args.no_pin)
+            run = one_run(option, total, data, not args.no_pin, args.lowat)
             runs.append(run)
             print(
                 f"{run.option:8} {run.mib_s:6.0f}  {run.sender_cpu:10.3f}  "
