@@ -26,7 +26,7 @@ async def main() -> list[str]:
     ticker.start()
     asyncio.get_running_loop().call_later(0.05, ready.set)
     await asyncio.wait_for(ready.wait(), timeout=10)
-    names = await asyncio.gather(worker("b", 0.02), worker("a", 0.01))
+    names = list(await asyncio.gather(worker("b", 0.02), worker("a", 0.01)))
     task = asyncio.create_task(worker("c", 0))
     names.append(await task)
     ticker.stop()
