@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,38 @@ def test_every_example_is_shown_in_the_docs() -> None:
         assert path.is_file(), f"a page includes {path}, which does not exist"
     for example in EXAMPLES:
         assert example.resolve() in included, f"no page shows {example.name}"
+
+
+def _readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def _refused_port() -> int:
+    """A loopback port with nothing listening (bound, noted, closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("index", range(len(_readme_examples())))
+def test_readme_example_reports_a_failed_connect(index: int) -> None:
+    """The README's API-at-a-glance examples, pointed at a refused port, say so and end."""
+    source = _readme_examples()[index]
+    assert '("example.org", 80)' in source
+    source = source.replace('("example.org", 80)', f'("127.0.0.1", {_refused_port()})')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PACKAGE_PARENT) + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run(
+        [sys.executable, "-c", source],
+        cwd=PACKAGE_PARENT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("failed: "), (result.stdout, result.stderr)
+    assert "refused" in result.stdout.lower()
