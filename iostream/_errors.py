@@ -20,3 +20,28 @@ class StreamBufferFullError(Exception):
 
 class UnsatisfiableReadError(Exception):
     """A read cannot be satisfied (a delimiter or pattern past ``max_bytes``)."""
+
+
+class _ReadClosedError(StreamClosedError):
+    """Base of the errors a read's Future fails with when that read closed
+    the stream: a :class:`StreamClosedError` (as Tornado's Futures fail)
+    that is also the read's own error class, so either ``except`` works.
+    ``real_error`` is the original :class:`UnsatisfiableReadError` or
+    :class:`StreamBufferFullError`."""
+
+
+class UnsatisfiableReadClosedError(_ReadClosedError, UnsatisfiableReadError):
+    """A read's Future: its delimiter or pattern was not within ``max_bytes``."""
+
+
+class StreamBufferFullClosedError(_ReadClosedError, StreamBufferFullError):
+    """A read's Future: its data did not fit in ``max_buffer_size``."""
+
+
+def read_closed_error(exc: BaseException) -> StreamClosedError:
+    """What the Future of the read that closed a stream with *exc* fails with."""
+    if isinstance(exc, UnsatisfiableReadError):
+        return UnsatisfiableReadClosedError(str(exc), real_error=exc)
+    if isinstance(exc, StreamBufferFullError):
+        return StreamBufferFullClosedError(str(exc), real_error=exc)
+    return StreamClosedError(real_error=exc)

@@ -59,8 +59,10 @@ callback never calls back before it returns.
 Futures. Each method that takes a callback returns an awaitable Future
 (from ``io_loop.create_future()``) when given none. A Future resolves with
 what the callback would get; it fails with :class:`StreamClosedError`
-(``real_error`` is what closed the stream) or, for the read that closed it,
-with :class:`UnsatisfiableReadError` / :class:`StreamBufferFullError`. The
+(``real_error`` is what closed the stream). The read whose own limit closed
+the stream fails with an error that is both a :class:`StreamClosedError`
+(as in Tornado) and an :class:`UnsatisfiableReadError` /
+:class:`StreamBufferFullError` (as SPEC lists), so either ``except`` works. The
 TLS handshake's own Futures fail with the ``ssl.SSLError`` itself. A Future
 failed by a close is marked retrieved: nobody awaiting it logs nothing.
 Setting a Future's result runs no user code, so a read that the buffer
@@ -135,7 +137,12 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from iostream._buffer import ReadBuffer, WriteBuffer
-from iostream._errors import StreamBufferFullError, StreamClosedError, UnsatisfiableReadError
+from iostream._errors import (
+    StreamBufferFullError,
+    StreamClosedError,
+    UnsatisfiableReadError,
+    read_closed_error,
+)
 from iostream._platform import (
     _WINDOWS,
     WSAENOBUFS,
@@ -626,10 +633,18 @@ class BaseIOStream:
         _check_callback(callback, "callback", optional=True)
         if self._pending is not None or self._completed_read is not None:
             self._check_no_read()
-        if not len(view):
-            return self._completed(callback, 0)
+        buffer = self._read_buffer
+        size = len(view)
+        if buffer.size >= size or (partial and buffer.size) or not size:
+            # Satisfied by what is buffered: one copy into the caller's buffer.
+            return self._completed(callback, buffer.take_into(view))
+        if self._state is _CLOSED:
+            raise StreamClosedError(real_error=self.error)
         callback, future = self._callback_or_future(callback)
-        self._start_read(_ReadInto(view, callback, future, bool(partial)))
+        read = _ReadInto(view, callback, future, bool(partial))
+        # Invariant: while a read has a target, the read buffer is empty.
+        read.filled = buffer.take_into(view)
+        self._start_read(read)
         return future
 
     @overload
@@ -997,7 +1012,7 @@ class BaseIOStream:
                         self._pending = None
                         self._log(logging.INFO, "Unsatisfiable read, closing connection", exc)
                         if future is not None:
-                            _fail_future(future, exc)
+                            _fail_future(future, read_closed_error(exc))
                         self.close(exc)
                         continue
                     if data is not None:
@@ -1103,7 +1118,7 @@ class BaseIOStream:
         except OSError as exc:
             # A read failed (reset, aborted, ...): WARNING, or DEBUG when the
             # peer merely went away (not a bug); `error` records it either way.
-            self._close_logged(exc, "Read error")
+            self._close_logged(exc, "error on read from")
         except Exception as exc:
             app_log.exception("Uncaught exception in %r", self)
             self.close(exc)
@@ -1203,7 +1218,7 @@ class BaseIOStream:
         self._log(logging.INFO, "Reached max_buffer_size, closing connection", full)
         if read.future is not None:
             self._pending = None
-            _fail_future(read.future, full)
+            _fail_future(read.future, read_closed_error(full))
         self.close(full)
 
     def _recv_direct(self, read: _ReadBytes | _ReadInto) -> bool:
@@ -1239,7 +1254,7 @@ class BaseIOStream:
         """
         error = self.get_fd_error()
         if error is not None:
-            self._close_logged(error, "Read error")
+            self._close_logged(error, "error on read from")
         else:
             self._parked = True
 
@@ -1288,7 +1303,7 @@ class BaseIOStream:
         try:
             return self.write_to_fd(view)  # type: ignore[arg-type]
         except OSError as exc:
-            self._close_logged(exc, "Write error")
+            self._close_logged(exc, "Write error on")
             return -1
 
     def _ready_write_callbacks(self) -> None:
@@ -1316,11 +1331,19 @@ class BaseIOStream:
         return str(peer) if peer else "unknown peer"
 
     def _log(self, level: int, what: str, exc: BaseException, prefix: bool = False) -> None:
-        """Log *exc* once on the ``iostream`` logger, naming the fd and peer."""
+        """Log *exc* once on the ``iostream`` logger, naming the fd and peer.
+
+        The messages start as Tornado's do ("error on read", "Write error
+        on", "Connect error on fd", "SSL Error on", "Unsatisfiable read,
+        closing connection:"), so log filters written for Tornado match.
+        """
+        # The text, not the exception: a kept log record must not keep the
+        # exception's traceback, and through it this stream, alive.
+        text = str(exc)
         if prefix:
-            app_log.log(level, "%s on fd %d (%s): %s", what, self._fd, self._peer_text(), exc)
+            app_log.log(level, "%s fd %d (%s): %s", what, self._fd, self._peer_text(), text)
         else:
-            app_log.log(level, "%s: %s (fd %d, %s)", what, exc, self._fd, self._peer_text())
+            app_log.log(level, "%s: %s (fd %d, %s)", what, text, self._fd, self._peer_text())
 
     def _close_logged(self, exc: BaseException, what: str) -> None:
         """Close with a read or write error: WARNING, DEBUG if the peer merely left."""
@@ -1519,13 +1542,13 @@ class IOStream(BaseIOStream):
         """Close with a connect error, logged once at WARNING as Tornado does
         when a callback is used (a Future carries the error instead)."""
         if self._log_connect_error:
-            self._log(logging.WARNING, "Connect error", exc, prefix=True)
+            self._log(logging.WARNING, "Connect error on", exc, prefix=True)
         self.close(exc)
 
     def _close_quietly(self, exc: OSError) -> None:
         """Close a stream whose connection died before it was made (DEBUG)."""
         if self._state is not _CLOSED:
-            self._log(logging.DEBUG, "Connection gone before use", exc, prefix=True)
+            self._log(logging.DEBUG, "Closing a connection gone before use, on", exc, prefix=True)
         self.close(exc)
 
     # -- options and TLS ---------------------------------------------------------------
@@ -1809,9 +1832,10 @@ class SSLIOStream(IOStream):
             except InterruptedError:
                 continue  # EINTR: the step did not run; run it again
             except (ssl.SSLError, OSError) as exc:
-                # The peer's doing far more often than a bug (scanners, an
-                # untrusted certificate): DEBUG; `error` and the Futures say it.
-                self._log(logging.DEBUG, "TLS handshake failed", exc, prefix=True)
+                # As Tornado: WARNING "SSL Error on ..."; DEBUG when the peer
+                # merely went away mid-handshake.
+                level = logging.DEBUG if is_connection_lost(exc) else logging.WARNING
+                self._log(level, "SSL Error on", exc, prefix=True)
                 self.close(exc)
                 return
         self._needs_write = False
@@ -1825,6 +1849,24 @@ class SSLIOStream(IOStream):
         if self._state is _OPEN:
             # Application data may already sit decrypted inside OpenSSL.
             self._handle_read(READ)
+
+    def close_fd(self) -> None:
+        """Close the socket, first discarding what the kernel still holds
+        for it (bounded). Why: Linux answers the close of a socket with
+        unread bytes by a reset, and a reset makes the *peer's* kernel drop
+        what it had received from us but not yet handed to its application.
+        With TLS 1.3 there is nearly always something unread: the session
+        tickets the server sends after the handshake, which a stream that
+        never reads (back-pressure: no read pending, no close callback)
+        leaves in the kernel."""
+        raw = self.socket
+        for _ in range(MAX_RECVS_PER_EVENT):
+            try:
+                if not _socket_type.recv(raw, SCRATCH_SIZE):
+                    break
+            except OSError:
+                break
+        raw.close()
 
     def _on_close(self) -> None:
         waiters = self._handshake_waiters
