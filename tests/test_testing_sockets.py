@@ -228,6 +228,36 @@ def test_windows_sendmsg_refuses_more_than_the_limit(
         assert sock.send_sizes == [WINDOWS_SEND_LIMIT + 1, WINDOWS_SEND_LIMIT]
 
 
+def test_sendall_goes_through_the_faults(pair: tuple[socket.socket, socket.socket]) -> None:
+    """socket.sendall is C code that would bypass the Python-level send: overridden."""
+    a, b = pair
+    sock = ChaosSocket.wrap(a, parse_schedule("[short(3), eintr, short(2), block]"))
+    with sock:
+        with pytest.raises(BlockingIOError):
+            sock.sendall(b"0123456789")
+        assert [(c.nbytes, c.sent, c.error) for c in sock.sends] == [
+            (10, 3, ""),
+            (7, -1, "InterruptedError"),
+            (7, 2, ""),
+            (5, -1, "BlockingIOError"),
+        ]
+        sock.sendall(b"56789")
+        b.setblocking(True)
+        b.settimeout(10)
+        got = b""
+        for _ in range(10):
+            got += b.recv(100)
+            if len(got) >= 10:
+                break
+        assert got == b"0123456789"
+    c, d = socket_pair()
+    with c, d:
+        windows = WindowsSocket.wrap(c)
+        with windows, pytest.raises(OSError) as info:
+            windows.sendall(b"w" * (WINDOWS_SEND_LIMIT + 1))
+        assert info.value.winerror == WSAENOBUFS  # type: ignore[attr-defined]
+
+
 def test_recording_collects_what_was_made_inside() -> None:
     with recording() as found:
         a, b = socket_pair()

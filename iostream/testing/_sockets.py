@@ -98,6 +98,17 @@ def _as_bytes_view(data: Any) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
+def _sendall(sock: socket.socket, data: ReadableBuffer, flags: int) -> None:
+    """CPython's ``sendall`` loop, calling the Python-level ``sock.send``."""
+    view = _as_bytes_view(data)
+    while view.nbytes:
+        try:
+            sent = sock.send(view, flags)
+        except InterruptedError:
+            continue
+        view = view[sent:]
+
+
 def _nothing() -> None:
     """No-op default callback."""
 
@@ -197,6 +208,15 @@ class WindowsSocket(socket.socket):
             return super().send(data, flags)
         except OSError as exc:
             raise self._translate(exc) from None
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        """``sendall`` through :meth:`send` (the C one would bypass the stand-in).
+
+        As CPython's: ``send`` with all that remains until it is sent, EINTR
+        retried; so a non-blocking ``sendall`` of more than
+        :data:`WINDOWS_SEND_LIMIT` bytes fails with WSAENOBUFS, as on Windows.
+        """
+        _sendall(self, data, flags)
 
     def sendmsg(
         self,
@@ -617,6 +637,16 @@ class ChaosSocket(socket.socket):
             raise
         self.log.append(repr(call))
         return call.sent
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        """``sendall`` through :meth:`send`, so every call follows the schedule.
+
+        As CPython's: ``send`` until everything is sent, EINTR retried
+        (PEP 475); any other error propagates with part of the data perhaps
+        sent, which is why ``sendall`` on a non-blocking socket is a bug
+        this socket shows at once (a ``block`` fault).
+        """
+        _sendall(self, data, flags)
 
     def sendmsg(
         self,
