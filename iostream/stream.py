@@ -99,22 +99,29 @@ ahead) plus ``max_write_buffer_size`` (what the application queued) plus
 the one ``recv`` scratch buffer of ``SCRATCH_SIZE`` bytes shared by every
 stream of a thread.
 
-Hot-path inlinings, each justified by a benchmark figure (bench/RESULTS.md,
-``python bench/callgrind.py lines iostream``: instructions per line, load
-independent; keep each copy in step with the code it duplicates):
+Hot-path inlinings, each justified by a benchmark figure (``python
+bench/callgrind.py lines iostream``: user-space instructions per line
+received, load independent; bench/RESULTS.md). Keep each copy in step with
+the code it duplicates:
 
 =================================  ============================================
 inlined where                      why (figure)
 =================================  ============================================
-``ReadBuffer.take_through`` head   the line fast path: a method call costs a
-form, in ``read_until``            tenth of a line (6,879 instr./line with it)
-``recv_into`` + would-block, in    one ``recv`` per event without a Python
-``IOStream._handle_read`` loop     frame per call (plain sockets only: the
-                                   seam method is used for TLS and pipes)
-``_scratch.view`` lookup           a thread-local attribute read, not a call
-recycled ``_ReadUntil`` object     a line protocol waits for data after
-(``_spare_read_until``)            nearly every line: one allocation saved
+``ReadBuffer.take_through``'s      the line fast path runs once per line; the
+head form, in ``read_until``       call cost about a tenth of a line
+``_completed`` (queue the          measured in this restructuring: 7,367
+callback, or resolve the Future),  instructions per line with the call, 6,967
+in ``read_until``'s fast path      inlined (6,879 before the restructuring)
+``_scratch.view`` attribute read   a thread-local read, not a call, per recv
+in ``_handle_read``
+recycled ``_ReadUntil`` object     a line protocol waits for data after nearly
+(``_spare_read_until``)            every line: one allocation saved each time
 =================================  ============================================
+
+Not inlined: the transport seam. ``_handle_read`` calls ``read_from_fd``
+once per ``recv`` (not per line), which the figures above include; ``await
+read_until`` on buffered lines costs about 1.5x the callback chain in wall
+time here (1,152 against 789 ns per line): one Future per read.
 
 Costs are linear in the bytes moved; see :mod:`iostream._buffer`.
 """
