@@ -216,6 +216,7 @@ def test_protocol_peer_lines_without_delimiter(context: _runner.Context) -> None
 
 _OWN_PEERS = [
     SUBJECT,
+    "iostream-await",
     "asyncio-streams",
     "asyncio-protocol",
     "tornado",
@@ -258,6 +259,32 @@ def test_trio_peer_tls_and_memory(context: _runner.Context) -> None:
     for workload in ("tls-bulk", "memory"):
         outcome = _runner.run_job(_job(workload, "trio"), context)
         assert outcome.error is None, (workload, outcome.error)
+
+
+@pytest.mark.parametrize("workload", ["bulk", "lines", "bigmsg", "echo", "tls-bulk", "memory"])
+def test_iostream_await_peer_shared_side_workloads(workload: str, context: _runner.Context) -> None:
+    """The awaitable API: ``await read_until`` / ``await read_bytes`` / a coroutine server."""
+    _needs("iostream-await")
+    outcome = _runner.run_job(_job(workload, "iostream-await"), context)
+    assert outcome.error is None, outcome.error
+    assert outcome.job.variant.label.startswith("iostream-await-")
+
+
+def test_await_peer_is_never_the_primary_column() -> None:
+    jobs, _ = plan(["iostream-await", "iostream", "asyncio-streams"], ["echo"], None, TINY)
+    labels = {job.variant.label for job in jobs}
+    assert {label for label in labels if label.startswith("iostream-await-")}
+    report = _report_with(
+        {"iostream-await-epoll": {"own-lines": 1.3}, "asyncio-streams": {"own-lines": 1.0}},
+        ["own-lines"],
+    )
+    rows = {row["target"]: row for row in _report.target_rows(report)}
+    row = rows["lines, both ends, >= 1.2x asyncio streams (await read_until)"]
+    assert row["column"] == "iostream-await-epoll"
+    assert row["met"] is True
+    assert rows["lines, both ends, >= 1.5x asyncio streams (callback API)"]["column"] == (
+        "iostream-epoll"
+    )
 
 
 @pytest.mark.parametrize("workload", ["echo", "lines", "own-lines"])

@@ -215,6 +215,12 @@ TARGETS: tuple[Target, ...] = (
     Target("own-bulk", 3.0, "bulk, both ends, >= 3x asyncio streams"),
     Target("own-bulk", 1.0, "bulk, both ends, ahead of trio", baseline="trio"),
     Target("own-lines", 1.5, "lines, both ends, >= 1.5x asyncio streams (callback API)"),
+    Target(
+        "own-lines",
+        1.2,
+        "lines, both ends, >= 1.2x asyncio streams (await read_until)",
+        subject="iostream-await",
+    ),
     Target("own-bigmsg-bytes", 2.5, "big read_bytes, both ends, >= 2.5x asyncio streams"),
     Target("own-bigmsg-until", 1.6, "big read_until, both ends, >= 1.6x asyncio streams"),
     Target("echo", 3.0, "echo >= 3x asyncio streams"),

@@ -107,8 +107,10 @@ def _variants(
         # The asyncio loop on iostream's pollers: the one chosen, or the best one
         # (not every poller: it is compared with asyncio's own loop).
         one = option is not None and option.lower() != "all"
-        if name == "iostream" or (name == "asyncio-on-iostream" and one):
-            pollers = _pollers_for(option, workload, every_for_idle and name == "iostream")
+        if name == "iostream":
+            pollers = _pollers_for(option, workload, every_for_idle)
+        elif name in ("iostream-await", "asyncio-on-iostream") and one:
+            pollers = _pollers_for(option, workload, False)
         for poller in pollers:
             variants.append(Variant(name, poller, make_peer(name, poller).label))
     return variants
@@ -223,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     if BASELINE not in peers:
         notes.append(f"no ratios: the baseline {BASELINE} is not among the peers")
     labels = _columns(jobs, peers)
-    primary = next((label for label in labels if label.startswith("iostream-")), None)
+    primary = next(
+        (label for label in labels if label.startswith("iostream-") and "await" not in label),
+        None,
+    )
     report = _report.Report(
         metrics=[metric for workload in workloads for metric in metrics_for(workload, sizes)],
         labels=labels,

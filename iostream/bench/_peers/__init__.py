@@ -14,7 +14,7 @@ from iostream.bench._peers.asyncio_streams import (
 )
 from iostream.bench._peers.base import BenchError, Peer, ServerStats
 from iostream.bench._peers.corrupt import CorruptPeer, CorruptWriterPeer
-from iostream.bench._peers.iostream_peer import IostreamPeer
+from iostream.bench._peers.iostream_peer import IostreamAwaitPeer, IostreamPeer
 from iostream.bench._peers.tornado_peer import TornadoPeer
 from iostream.bench._peers.trio_peer import TrioPeer
 
@@ -25,6 +25,7 @@ PEERS: dict[str, type[Peer]] = {
     cls.name: cls
     for cls in (
         IostreamPeer,
+        IostreamAwaitPeer,
         AsyncioStreamsPeer,
         AsyncioProtocolPeer,
         TornadoPeer,
@@ -39,6 +40,7 @@ PEERS: dict[str, type[Peer]] = {
 #: The peers a run measures unless ``--peers`` says otherwise.
 DEFAULT_PEERS: tuple[str, ...] = (
     "iostream",
+    "iostream-await",
     "asyncio-streams",
     "asyncio-protocol",
     "tornado",

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from iostream.bench._jobs import ReadPhase, WritePhase
 from iostream.bench._peers.base import BenchError, Peer, ServerStats
@@ -252,3 +252,128 @@ class _WriteRunner(_Runner):
             self._stop(f"{len(data)} bytes after the last phase")
         else:
             self._finish()
+
+
+class IostreamAwaitPeer(IostreamPeer):
+    """This library with its awaitable API: ``await stream.read_until(...)`` in coroutines.
+
+    The same streams on the same :class:`~iostream.IOLoop` (``poller``), driven
+    by coroutines run with ``IOLoop.run_sync``: ``await read_bytes`` /
+    ``await read_until`` to read, ``await write(chunk)`` per 64 KiB chunk in
+    the own-workload client (the Future resolves once the kernel has taken
+    it), and an echo server whose ``handle_stream`` is a coroutine
+    (``await read_until``, then ``await write``) — Tornado 6's idiom.
+    """
+
+    name: ClassVar[str] = "iostream-await"
+
+    @property
+    def label(self) -> str:
+        """``iostream-await-<poller>``."""
+        return f"iostream-await-{self._poller_name()}"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """The awaitable API needs ``IOLoop.run_sync`` and Futures from the stream methods."""
+        reason = super().unavailable()
+        if reason is None:
+            from iostream import IOLoop
+
+            if not hasattr(IOLoop, "run_sync"):
+                return "this iostream has no IOLoop.run_sync (no awaitable API)"
+        return reason
+
+    def receive(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        phases: list[ReadPhase],
+        timeout: float,
+    ) -> None:
+        """Read every phase with ``await read_bytes`` / ``await read_until``."""
+        from iostream import IOLoop, IOStream, SSLIOStream, StreamClosedError
+
+        loop = IOLoop(self.poller)
+
+        async def main() -> None:
+            stream: IOStream
+            if tls is None:
+                stream = IOStream(sock, io_loop=loop)
+            else:
+                stream = SSLIOStream(sock, ssl_options=tls, server_side=True, io_loop=loop)
+            try:
+                for phase in phases:
+                    phase.begin()
+                    if phase.go:
+                        await stream.write(phase.go)
+                    feed = phase.feed
+                    if phase.until:
+                        read_until = stream.read_until
+                        for _ in range(phase.count):
+                            feed(await read_until(b"\n"))
+                    else:
+                        read_bytes, size = stream.read_bytes, phase.size
+                        for _ in range(phase.count):
+                            feed(await read_bytes(size))
+                    phase.end()
+            except StreamClosedError as exc:
+                raise BenchError(f"stream closed before the end: {stream.error!r}") from exc
+            finally:
+                stream.close()
+
+        _run_sync(loop, main, timeout)
+
+    def send(self, port: int, phases: list[WritePhase], timeout: float) -> None:
+        """``await connect``; per phase ``await read_bytes(go)``, ``await write(chunk)``."""
+        from iostream import IOLoop, IOStream, StreamClosedError
+
+        loop = IOLoop(self.poller)
+
+        async def main() -> None:
+            stream = IOStream(socket.socket(socket.AF_INET, socket.SOCK_STREAM), io_loop=loop)
+            try:
+                await stream.connect(("127.0.0.1", port))
+                for phase in phases:
+                    if phase.go:
+                        phase.check_go(await stream.read_bytes(len(phase.go)))
+                    phase.begin()
+                    write = stream.write
+                    for chunk in phase.chunks:
+                        await write(chunk)
+                    phase.end()
+                extra = await stream.read_until_close()
+            except StreamClosedError as exc:
+                raise BenchError(f"stream closed before the end: {stream.error!r}") from exc
+            finally:
+                stream.close()
+            if extra:
+                raise BenchError(f"{len(extra)} bytes after the last phase")
+
+        _run_sync(loop, main, timeout)
+
+    def serve(self, stats: ServerStats, ready: Callable[[int], None]) -> None:
+        """Echo lines with a :class:`~iostream.TCPServer` whose handler is a coroutine."""
+        from iostream import IOLoop, StreamClosedError, TCPServer
+
+        async def handle_stream(stream: IOStream, address: object) -> None:
+            stats.accepted += 1
+            try:
+                while True:
+                    await stream.write(await stream.read_until(b"\n"))
+            except StreamClosedError:
+                pass
+
+        loop = IOLoop(self.poller)
+        server = TCPServer(handle_stream, io_loop=loop)
+        ready(server.listen(0, "127.0.0.1"))
+        loop.start()
+
+
+def _run_sync(loop: IOLoop, main: Callable[[], Coroutine[Any, Any, None]], timeout: float) -> None:
+    """``loop.run_sync(main, timeout)``; a timeout becomes :class:`BenchError`; closes *loop*."""
+    try:
+        loop.run_sync(main, timeout)
+    except TimeoutError:
+        raise BenchError(f"timed out after {timeout} s") from None
+    finally:
+        loop.close(all_fds=True)
