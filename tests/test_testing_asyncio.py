@@ -144,6 +144,49 @@ def test_asyncio_transport_gives_up_on_wsaenobufs() -> None:
     assert getattr(error, "winerror", None) == WSAENOBUFS
 
 
+def test_asyncio_transport_small_writes_piling_up_hit_wsaenobufs_too() -> None:
+    """The transport hands its whole buffer to one send: small writes add up past 128 KiB."""
+
+    async def main() -> tuple[BaseException | None, int]:
+        go = asyncio.Event()
+
+        async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await go.wait()  # read nothing until the client's buffer has piled up
+            while await reader.read(65536):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(slow_reader, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.setblocking(False)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        sock = WindowsSocket.wrap(raw)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        transport = writer.transport
+        for _ in range(10_000):  # bounded: until 256 KiB wait in the transport
+            writer.write(b"s" * 4096)
+            if transport.get_write_buffer_size() > 2 * WINDOWS_SEND_LIMIT:
+                break
+        piled = transport.get_write_buffer_size()
+        go.set()
+        error: BaseException | None = None
+        try:
+            await asyncio.wait_for(reader.read(), 30)
+        except OSError as exc:
+            error = exc
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return error, piled
+
+    error, piled = asyncio.run(main())
+    assert piled > 2 * WINDOWS_SEND_LIMIT
+    assert isinstance(error, OSError)
+    assert getattr(error, "winerror", None) == WSAENOBUFS
+
+
 def test_asyncio_tls_runs_over_a_chaos_socket() -> None:
     """asyncio's TLS (a memory BIO over the transport): the plain faults apply below it."""
     server_context, client_context = tls_contexts()
