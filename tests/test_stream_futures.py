@@ -562,3 +562,35 @@ def test_pipe_stream_refused_on_windows(io_loop: IOLoop) -> None:
 
     with pytest.raises(ValueError, match="POSIX"):
         PipeIOStream(0, io_loop=io_loop)
+
+
+# ---------------------------------------------------------------- inside asyncio programs
+
+
+def test_streams_inside_asyncio_run() -> None:
+    """SPEC: inside asyncio.run, io_loop=None is an IOLoop on that asyncio
+    loop and the Futures are asyncio's: IOStream next to asyncio's own
+    streams, on one loop."""
+
+    async def main() -> list[Any]:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        stream = IOStream(socket.socket())
+        try:
+            await stream.connect(("127.0.0.1", port))
+            await stream.write(b"through asyncio\n")
+            line = await stream.read_until(b"\n")
+            rest = await stream.read_until_close()
+            on_it = getattr(stream.io_loop, "asyncio_loop", None) is asyncio.get_running_loop()
+            return [line, rest, on_it]
+        finally:
+            stream.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(main()) == [b"through asyncio\n", b"", True]
