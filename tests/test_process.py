@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -66,17 +67,33 @@ def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 @dataclass
 class Script:
-    """A running script (its own session) with line-by-line stdout."""
+    """A running script (its own session) with line-by-line stdout.
+
+    Lines are read from the pipe's fd with ``os.read`` into our own buffer,
+    never through the text wrapper: a buffered ``readline`` could take two
+    lines at once and leave the next wait on the fd blocked until EOF.
+    """
 
     proc: subprocess.Popen[str]
+    pending: bytes = b""
 
     def line(self, deadline: float) -> str:
         """The next stdout line; fails the test past *deadline* (a monotonic time)."""
         assert self.proc.stdout is not None
-        line = _readline(self.proc.stdout, deadline)
-        if line is None:
-            pytest.fail(f"no output from the script before its deadline: {self.finish()!r}")
-        return line
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no line from the script before its deadline: {self.finish()!r}")
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                pytest.fail(f"the script closed its stdout: {self.finish()!r}")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode() + "\n"
 
     def finish(self, timeout: float = SCRIPT_DEADLINE) -> tuple[int, str, str]:
         """Wait for the exit; return (status, rest of stdout, stderr)."""
@@ -86,7 +103,8 @@ class Script:
             self.kill()
             out, err = self.proc.communicate()
             pytest.fail(f"script overran {timeout}s; stderr: {err}")
-        return self.proc.returncode, out, err
+        rest, self.pending = self.pending.decode(), b""
+        return self.proc.returncode, rest + out, err
 
     def kill(self) -> None:
         """SIGKILL the script's whole process group (it is its own session)."""
@@ -94,18 +112,6 @@ class Script:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _readline(stream: IO[str], deadline: float) -> str | None:
-    import selectors
-
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not sel.select(remaining):
-            return None
-    line = stream.readline()
-    return line if line else None
 
 
 @pytest.fixture
@@ -323,3 +329,17 @@ def test_fork_processes_in_a_worker_raises(start_script: Any) -> None:
     )
     assert status == 0, err
     assert out.startswith("worker 0: fork_processes was already called"), out
+
+
+def test_script_helper_reads_lines_that_arrive_together(start_script: Any) -> None:
+    """The helper's own check: two lines in one write are two lines at once, not at EOF."""
+    script = start_script(
+        """
+        os.write(1, b"one\\ntwo\\n")
+        time.sleep(30)
+        """
+    )
+    deadline = time.monotonic() + 10
+    assert script.line(deadline) == "one\n"
+    assert script.line(deadline) == "two\n"
+    assert time.monotonic() < deadline

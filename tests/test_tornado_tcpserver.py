@@ -22,9 +22,10 @@ What differs, and why:
   poller's IOLoop (the ``io_loop`` fixture), and the multi-process ones in a
   fresh interpreter, each both under ``asyncio.run`` (as Tornado's) and on
   the native IOLoop's ``run_sync``.
-* Tornado's coroutine tests ``yield``/``await`` stream Futures; here the
-  coroutines await a Future that the stream's callback resolves (callbacks
-  work on every version of the stream API).
+* Tornado's coroutine tests ``yield``/``await`` stream Futures. They are
+  here twice: as Tornado wrote them (``*_awaiting``: ``await
+  stream.read_bytes(5)``, ``await client.connect(...)`` under ``run_sync``),
+  and with the streams' callbacks resolving a Future (the callback API).
 * ``test_stop_in_callback`` is skipped in Tornado when every client
   connected (the race it looks for did not happen); here it asserts that
   the server side logged nothing above DEBUG whatever happened, and the
@@ -174,6 +175,112 @@ def test_stop_in_callback(
     # Nothing from the server's side: no EBADF from accept() on the closed
     # socket (Tornado #2069), no error at all. A client whose connection was
     # reset with the listening socket may log its own connect error.
+    server_side = ("netutil.py", "tcpserver.py", "ioloop.py")
+    loud = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR
+        or (r.levelno > logging.DEBUG and os.path.basename(r.pathname) in server_side)
+    ]
+    assert loud == [], [(r.levelname, r.getMessage()) for r in loud]
+
+
+# ---------------------------------------------------------------- the same, awaiting stream Futures
+#
+# Tornado's coroutine tests exactly as written there (``await stream.read_bytes``,
+# ``await client.connect``, ``await client.read_until_close()``), on the
+# native IOLoop's run_sync, on every poller.
+
+#: Seconds any one run_sync below may take.
+RUN_TIMEOUT = 20.0
+
+
+def test_handle_stream_coroutine_logging_awaiting(
+    io_loop: IOLoop, streams: StreamKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="iostream")
+
+    class TestServer(TCPServer):
+        async def handle_stream(self, stream: IOStream, address: Any) -> None:
+            await stream.read_bytes(len(b"hello"))
+            stream.close()
+            1 / 0  # noqa: B018
+
+    sock, port = bind_unused_port()
+    server = streams.track(TestServer(io_loop=io_loop))
+    server.add_socket(sock)
+    client = streams.stream(socket.socket())
+
+    async def main() -> None:
+        await client.connect(("127.0.0.1", port))
+        await client.write(b"hello")
+        await client.read_until_close()
+        # Let the server's task get to its failure and be logged.
+        for _ in range(100):
+            if any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records):
+                return
+            await asyncio.sleep(0.01)
+
+    io_loop.run_sync(main, timeout=RUN_TIMEOUT)
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
+
+
+def test_handle_stream_native_coroutine_awaiting(io_loop: IOLoop, streams: StreamKit) -> None:
+    class TestServer(TCPServer):
+        async def handle_stream(self, stream: IOStream, address: Any) -> None:
+            stream.write(b"data")
+            stream.close()
+
+    sock, port = bind_unused_port()
+    server = streams.track(TestServer(io_loop=io_loop))
+    server.add_socket(sock)
+    client = streams.stream(socket.socket())
+
+    async def main() -> bytes:
+        await client.connect(("127.0.0.1", port))
+        result: bytes = await client.read_until_close()
+        return result
+
+    assert io_loop.run_sync(main, timeout=RUN_TIMEOUT) == b"data"
+    server.stop()
+    client.close()
+
+
+def test_stop_in_callback_awaiting(
+    io_loop: IOLoop, streams: StreamKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server: TCPServer
+
+    class TestServer(TCPServer):
+        async def handle_stream(self, stream: IOStream, address: Any) -> None:
+            server.stop()
+            streams.track(stream)
+            await stream.read_until_close()
+
+    sock, port = bind_unused_port()
+    server = streams.track(TestServer(io_loop=io_loop))
+    server.add_socket(sock)
+    n = 40
+    clients = [streams.stream(socket.socket()) for _ in range(n)]
+    connected: list[IOStream] = []
+
+    async def connect(client: IOStream) -> None:
+        try:
+            await client.connect(("127.0.0.1", port))
+        except OSError:  # StreamClosedError is one
+            pass
+        else:
+            connected.append(client)
+
+    async def main() -> None:
+        await asyncio.gather(*(connect(c) for c in clients))
+
+    io_loop.run_sync(main, timeout=RUN_TIMEOUT)
+    assert connected, "all clients failed connecting"
+    for client in connected:
+        client.close()
+    settle(io_loop)
     server_side = ("netutil.py", "tcpserver.py", "ioloop.py")
     loud = [
         r
