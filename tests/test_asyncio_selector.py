@@ -66,18 +66,6 @@ class _PollerSelectorCases:
         self.assertEqual(len(s.poller), 0)
 
 
-class _EpollCases(_PollerSelectorCases):
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="EpollPoller.poll() returns at most 1023 events per call (select.epoll.poll's "
-        "default maxevents, FD_SETSIZE - 1); iostream/pollers/epoll.py should pass "
-        "maxevents=max(len(table), 1) as selectors.EpollSelector does",
-    )
-    def test_above_fd_setsize(self: Any) -> None:
-        test_selectors.ScalableSelectorMixIn.test_above_fd_setsize(self)
-
-
 def _make_case(name: str) -> type[unittest.TestCase]:
     """CPython's cases (and ours) with SELECTOR bound to poller *name*.
 
@@ -86,7 +74,7 @@ def _make_case(name: str) -> type[unittest.TestCase]:
     per-fd fallback moves select's fds >= FD_SETSIZE to poll.
     """
     bases: list[type] = [
-        _EpollCases if name == "epoll" else _PollerSelectorCases,
+        _PollerSelectorCases,
         test_selectors.BaseSelectorTestCase,
         test_selectors.ScalableSelectorMixIn,
         unittest.TestCase,

@@ -117,7 +117,12 @@ class EpollPoller(FdTablePoller):
         """
         timeout = normalize_timeout(timeout)
         try:
-            events: list[tuple[int, int]] = self._epoll.poll(-1.0 if timeout is None else timeout)
+            # maxevents: select.epoll.poll defaults to FD_SETSIZE - 1 (1023), so
+            # with more fds ready than that the rest would wait for the next
+            # call; ask for as many as are registered (selectors does the same).
+            events: list[tuple[int, int]] = self._epoll.poll(
+                -1.0 if timeout is None else timeout, max(len(self._fd_events), 1)
+            )
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475) and only lets it out if
             # a signal handler raised InterruptedError; SPEC says an
