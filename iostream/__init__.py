@@ -1,12 +1,17 @@
 """iostream: non-blocking socket streams that behave the same on every OS.
 
-Three layers, each usable alone (see ``SPEC.md``):
+Three layers, each usable alone (the contract: ``docs/guarantees.md``):
 
 - :mod:`iostream.pollers` — epoll, kqueue, devpoll, poll and select behind one
   interface, chosen at run time (argument, ``IOSTREAM_POLLER``, or the best);
 - :class:`IOLoop` — fd handlers, callbacks and timers on a poller;
-- :class:`IOStream`, :class:`SSLIOStream`, :class:`TCPServer` — Tornado's
-  classic callback streams on the loop.
+- :class:`IOStream`, :class:`SSLIOStream`, :class:`PipeIOStream`,
+  :class:`TCPServer` — Tornado's streams on the loop, with callbacks or
+  awaitable Futures.
+
+Also: :mod:`iostream.asyncio` (asyncio on these pollers),
+:mod:`iostream.testing` (fault-injection sockets and a pytest plugin),
+:mod:`iostream.netutil` and :mod:`iostream.process` (server set-up).
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ if _sys.version_info < (3, 10):  # noqa: UP036  (checked by tests/test_cli.py on
 
 from iostream import pollers
 from iostream._version import __version__
-from iostream.ioloop import IOLoop
-from iostream.pollers import ERROR, READ, WRITE
+from iostream.ioloop import IOLoop, Timeout
+from iostream.netutil import add_accept_handler, bind_sockets, bind_unix_socket
+from iostream.periodic import PeriodicCallback
+from iostream.pipe import PipeIOStream
+from iostream.pollers import ERROR, READ, WRITE, PollerUnavailable
 from iostream.stream import (
+    BaseIOStream,
     IOStream,
     SSLIOStream,
     StreamBufferFullError,
@@ -38,13 +47,21 @@ __all__ = [
     "ERROR",
     "READ",
     "WRITE",
+    "BaseIOStream",
     "IOLoop",
     "IOStream",
+    "PeriodicCallback",
+    "PipeIOStream",
+    "PollerUnavailable",
     "SSLIOStream",
     "StreamBufferFullError",
     "StreamClosedError",
     "TCPServer",
+    "Timeout",
     "UnsatisfiableReadError",
+    "add_accept_handler",
+    "bind_sockets",
+    "bind_unix_socket",
     "__version__",
     "pollers",
 ]
