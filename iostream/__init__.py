@@ -59,9 +59,9 @@ __all__ = [
     "TCPServer",
     "Timeout",
     "UnsatisfiableReadError",
+    "__version__",
     "add_accept_handler",
     "bind_sockets",
     "bind_unix_socket",
-    "__version__",
     "pollers",
 ]
