@@ -136,7 +136,7 @@ class UvloopStreamsPeer(AsyncioStreamsPeer):
         try:
             import uvloop  # noqa: F401
         except ImportError:
-            return "uvloop is not installed (pip install 'iostream[bench]')"
+            return "uvloop is not installed (python -m pip install 'iostream-loop[bench]')"
         return None
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
