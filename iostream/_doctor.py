@@ -8,11 +8,11 @@ this process has a controlling terminal), a regular file and
 - that ``register`` accepts the fd (else: *refused*; then the same probe
   runs again through :class:`~iostream.pollers.fallback.FallbackPoller`,
   and if that passes the cell says *fallback*: the library watches that fd
-  another way, see SPEC "Per-fd fallback");
+  another way, see docs/pollers.md, "Per-fd fallback");
 - that WRITE is reported on a writable fd, and READ on a readable one (and
   not before there is data);
 - that a hang-up (the other end closed) is reported: ERROR, or READ
-  followed by a read that sees the end (as select reports it, and SPEC
+  followed by a read that sees the end (as select reports it, and the contract
   allows);
 - that no fd is reported twice in one ``poll``, and no unregistered fd at
   all (*wrong event*).

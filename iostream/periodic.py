@@ -33,7 +33,7 @@ class PeriodicCallback:
     *callback_time* is in milliseconds (a number > 0) or a
     :class:`datetime.timedelta`; *jitter* is a fraction (0 = none, 0.1 =
     +/- 5 %). *io_loop* ``None`` means :meth:`IOLoop.current` when the
-    PeriodicCallback is made (SPEC; Tornado looks it up at :meth:`start`).
+    PeriodicCallback is made (docs/guarantees.md; Tornado looks it up at :meth:`start`).
 
     Nothing runs before :meth:`start`. A callback may be a coroutine
     function: the next run is scheduled only once its coroutine finished, so

@@ -62,7 +62,7 @@ what the callback would get; it fails with :class:`StreamClosedError`
 (``real_error`` is what closed the stream). The read whose own limit closed
 the stream fails with an error that is both a :class:`StreamClosedError`
 (as in Tornado) and an :class:`UnsatisfiableReadError` /
-:class:`StreamBufferFullError` (as SPEC lists), so either ``except`` works. The
+:class:`StreamBufferFullError` (as docs/guarantees.md lists), so either ``except`` works. The
 TLS handshake's own Futures fail with the ``ssl.SSLError`` itself. A Future
 failed by a close is marked retrieved: nobody awaiting it logs nothing.
 Setting a Future's result runs no user code, so a read that the buffer
@@ -84,7 +84,7 @@ receives only while someone wants the data:
   it completes and no read follows from its callback, receiving stops;
 * no read pending, but a close callback is set: the stream keeps
   receiving until the buffer holds ``max_buffer_size`` bytes (that is how
-  an idle stream notices the peer's close: SPEC), then stops;
+  an idle stream notices the peer's close: docs/guarantees.md), then stops;
 * no read pending and no close callback: no ``recv`` at all.
 
 When receiving stops, READ is no longer watched: the kernel's buffers fill

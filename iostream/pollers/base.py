@@ -2,7 +2,7 @@
 
 A *poller* watches file descriptors and reports which are ready, in the
 event bits :data:`READ`, :data:`WRITE` and :data:`ERROR`. It is the lowest of
-the three layers (see ``SPEC.md``): the :class:`~iostream.IOLoop` drives one,
+the three layers (see ``docs/guarantees.md``): the :class:`~iostream.IOLoop` drives one,
 and the streams never know which.
 
 The layout follows ``Lib/selectors.py``: :class:`Poller` is the small
@@ -256,7 +256,7 @@ class FdTablePoller(Poller):
     Holds the table fd -> events that were asked for, and for fds passed as
     objects, the object (by identity, so ``unregister(sock)`` works after
     ``sock.close()`` made ``sock.fileno()`` return -1). It enforces the rules
-    SPEC gives for every backend:
+    the contract (docs/guarantees.md) gives for every backend:
 
     - ``register`` of a registered fd: :class:`FileExistsError`;
     - ``modify``/``unregister`` of an unknown fd: :class:`FileNotFoundError`;

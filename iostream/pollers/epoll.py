@@ -91,7 +91,7 @@ class EpollPoller(FdTablePoller):
             if not isinstance(exc, FileNotFoundError) and exc.errno != errno.EBADF:
                 raise
             # The fd was closed while registered: EBADF (number free) or
-            # ENOENT (number reused by a file we never registered). SPEC says
+            # ENOENT (number reused by a file we never registered). the contract says
             # this is not an error.
             #
             # Why the ghost check: epoll's interest list is keyed on the
@@ -125,7 +125,7 @@ class EpollPoller(FdTablePoller):
             )
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475) and only lets it out if
-            # a signal handler raised InterruptedError; SPEC says an
+            # a signal handler raised InterruptedError; the contract says an
             # interrupted wait returns normally.
             return []
         if self._ghost_fds:

@@ -1,7 +1,7 @@
 """Per-fd fallback: :class:`FallbackPoller`, a poller that never crashes on an fd it can watch.
 
 Each backend refuses some fds that another backend on the same OS watches
-fine (SPEC, "Per-fd fallback"):
+fine (docs/pollers.md, "Per-fd fallback"):
 
 - Linux epoll refuses regular files and directories with EPERM (they are
   always ready, so epoll sees nothing to wait for), and also character

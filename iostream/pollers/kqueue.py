@@ -10,7 +10,7 @@ of the FreeBSD kqueue(2) manual page.
 
 Two cases have no filter of their own:
 
-- **ERROR alone** (or no events): SPEC wants errors and hang-ups reported
+- **ERROR alone** (or no events): The contract wants errors and hang-ups reported
   for such an fd, but kqueue has no "errors only" filter. We add an
   EVFILT_READ note with ``NOTE_LOWAT`` set far above any buffer, so that
   data does not fire it but EOF and socket errors do (kqueue(2): the read
@@ -163,7 +163,7 @@ class KqueuePoller(FdTablePoller):
                 # remove any kevents that reference the descriptor." So for
                 # an fd closed while registered the notes are already gone:
                 # EBADF (the number is free) or ENOENT (reused by a file
-                # without our notes). SPEC: not an error.
+                # without our notes). The contract: not an error.
                 if exc.errno not in (errno.EBADF, errno.ENOENT):
                     raise
 
@@ -203,7 +203,7 @@ class KqueuePoller(FdTablePoller):
             kevents = self._kq.control(None, self._filters or 1, timeout)
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475); this only happens if a
-            # signal handler raised it. SPEC: an interrupted wait returns.
+            # signal handler raised it. The contract: an interrupted wait returns.
             return []
         events: dict[int, int] = dict(ready_files)
         f_read = self._f_read

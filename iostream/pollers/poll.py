@@ -75,7 +75,7 @@ class PollPoller(FdTablePoller):
         try:
             self._pollobj.unregister(fd)
         except (KeyError, OSError):
-            # Already dropped after POLLNVAL, or closed (devpoll): SPEC says
+            # Already dropped after POLLNVAL, or closed (devpoll): the contract says
             # unregistering a closed fd is not an error.
             pass
 
@@ -90,7 +90,7 @@ class PollPoller(FdTablePoller):
             events: list[tuple[int, int]] = self._pollobj.poll(timeout)
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475); this only happens if a
-            # signal handler raised it. SPEC: an interrupted wait returns.
+            # signal handler raised it. The contract: an interrupted wait returns.
             return []
         except AttributeError:
             self._check_open()  # poll() on a closed poller: a clear ValueError

@@ -120,7 +120,7 @@ class SelectPoller(FdTablePoller):
             r, w, x = self._select.select(readers, writers, self._excepts, timeout)
         except InterruptedError:
             # CPython retries EINTR itself (PEP 475); this only happens if a
-            # signal handler raised it. SPEC: an interrupted wait returns.
+            # signal handler raised it. The contract: an interrupted wait returns.
             return []
         except OSError as exc:
             return self._poll_one_by_one(exc)

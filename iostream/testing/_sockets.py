@@ -61,7 +61,7 @@ WSAECONNREFUSED = 10061
 
 #: The largest ``send`` the Windows stand-in accepts. Winsock fails a
 #: non-blocking ``send`` that does not fit its buffers with WSAENOBUFS rather
-#: than sending part of it; 128 KiB is what Tornado (and SPEC) cap sends at.
+#: than sending part of it; 128 KiB is what Tornado (and this library) cap sends at.
 WINDOWS_SEND_LIMIT = 128 * KiB
 
 # POSIX errno -> (Winsock code, the class Python on Windows raises for it).
