@@ -27,6 +27,18 @@ set-up) is excluded:
 - Python function calls (cProfile's count, C functions included);
 - with ``--strace``: system calls of the whole process (``strace -c -f``);
 - with ``--callgrind``: user-space instructions (``valgrind --tool=callgrind``).
+
+The mmap/mremap/munmap rows are glibc's malloc, not the loop: asyncio's
+transports read with ``recv(256 KiB)``, and glibc serves a 256 KiB request
+with a fresh mmap (then mremap to shrink the bytes object, munmap to free
+it: three system calls per read) until its dynamic mmap threshold has been
+raised by freeing some large mmapped block (malloc(3), M_MMAP_THRESHOLD).
+Whether that happened depends on what the process allocated before, not on
+the selector: here, importing ``iostream.asyncio`` happens to raise it, so
+a ``stock`` child that imports it too (or runs with
+``MALLOC_MMAP_THRESHOLD_=1048576``) shows no such calls. It is one source of
+run-to-run differences between asyncio-based peers in ``python -m iostream
+bench``.
 """
 
 from __future__ import annotations
@@ -162,7 +174,11 @@ def run_counted(loop_name: str, rounds: int, conns: int, profile: bool) -> dict[
     return dict(counts)
 
 
-def _external(tool: str, loop_name: str, rounds: int, conns: int, workdir: str) -> int:
+#: System calls shown one by one with ``--strace`` (the rest are in the total).
+SYSCALLS = ("epoll_wait", "epoll_ctl", "recvfrom", "sendto", "mmap", "mremap", "munmap")
+
+
+def _external(tool: str, loop_name: str, rounds: int, conns: int, workdir: str) -> dict[str, int]:
     """System calls (strace) or instructions (callgrind) of one run in a child process."""
     out = os.path.join(workdir, f"{tool}-{loop_name.replace(':', '-')}-{rounds}")
     child = [sys.executable, __file__, "--child", loop_name, str(rounds), str(conns)]
@@ -171,14 +187,22 @@ def _external(tool: str, loop_name: str, rounds: int, conns: int, workdir: str) 
     else:
         cmd = ["valgrind", "--tool=callgrind", "-q", f"--callgrind-out-file={out}", *child]
     subprocess.run(cmd, check=True)
+    counts: dict[str, int] = {}
     with open(out, encoding="utf-8") as result:
         for line in result:
             fields = line.split()
-            if tool == "strace" and fields[-1:] == ["total"]:
-                return int(fields[3])
+            if tool == "strace" and len(fields) >= 5 and fields[3].isdigit():
+                # % time, seconds, usecs/call, calls, [errors,] syscall
+                name = fields[-1]
+                if name == "total":
+                    counts["syscalls (total)"] = int(fields[3])
+                elif name in SYSCALLS:
+                    counts[f"syscall {name}"] = int(fields[3])
             if tool == "callgrind" and line.startswith("totals:"):
-                return int(fields[1])
-    raise RuntimeError(f"{out}: no total in {tool}'s output")
+                counts["instructions"] = int(fields[1])
+    if not counts:
+        raise RuntimeError(f"{out}: no total in {tool}'s output")
+    return counts
 
 
 def main() -> None:
@@ -207,8 +231,8 @@ def main() -> None:
             small = run_counted(loop_name, n1, args.conns, profile=True)
             large = run_counted(loop_name, n2, args.conns, profile=True)
             for tool in tools:
-                small[tool] = _external(tool, loop_name, n1, args.conns, workdir)
-                large[tool] = _external(tool, loop_name, n2, args.conns, workdir)
+                small.update(_external(tool, loop_name, n1, args.conns, workdir))
+                large.update(_external(tool, loop_name, n2, args.conns, workdir))
             table[loop_name] = {
                 key: (large.get(key, 0) - small.get(key, 0)) / (n2 - n1)
                 for key in sorted(set(small) | set(large))
@@ -218,9 +242,9 @@ def main() -> None:
         return
     keys = sorted({key for row in table.values() for key in row})
     print(f"per round trip ({args.conns} conns, {n1} -> {n2} round trips)")
-    print(f"{'':20}" + "".join(f"{name:>18}" for name in table))
+    print(f"{'':22}" + "".join(f"{name:>18}" for name in table))
     for key in keys:
-        print(f"{key:20}" + "".join(f"{row.get(key, 0.0):18.2f}" for row in table.values()))
+        print(f"{key:22}" + "".join(f"{row.get(key, 0.0):18.2f}" for row in table.values()))
 
 
 if __name__ == "__main__":
