@@ -9,23 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from iostream.pollers import Poller
+from iostream.testing import socket_pair
+
+#: One loopback pair for every suite: the public helper users get too.
+loopback_pair = socket_pair
 
 #: Longest a test waits for an event that should come at once. Generous for
 #: slow CI machines; a passing test never waits this long.
 EVENT_TIMEOUT = 10.0
-
-
-def loopback_pair() -> tuple[socket.socket, socket.socket]:
-    """A connected pair of non-blocking TCP sockets on 127.0.0.1 (port 0)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.socket()
-        client.connect(listener.getsockname())
-        server, _ = listener.accept()
-    client.setblocking(False)
-    server.setblocking(False)
-    return client, server
 
 
 @contextmanager

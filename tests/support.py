@@ -8,11 +8,14 @@ the deadline passes. No sleeping, no polling: the loop stops on the event.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from iostream import IOLoop
+from iostream.testing import socket_pair
+
+#: One loopback pair for every suite: the public helper users get too.
+loopback_pair = socket_pair
 
 #: Default deadline for one wait, in seconds. Generous: CI machines are slow,
 #: and a passing test never waits this long.
@@ -90,17 +93,3 @@ def run_until(
     io_loop.remove_timeout(handle)
     if not condition():
         raise LoopTimeout(f"condition not met within {timeout}s")
-
-
-def loopback_pair(family: int = socket.AF_INET) -> tuple[socket.socket, socket.socket]:
-    """A connected pair of non-blocking TCP sockets on loopback (port 0)."""
-    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    with socket.socket(family, socket.SOCK_STREAM) as listener:
-        listener.bind((host, 0))
-        listener.listen(1)
-        client = socket.socket(family, socket.SOCK_STREAM)
-        client.connect(listener.getsockname()[:2])
-        server, _ = listener.accept()
-    client.setblocking(False)
-    server.setblocking(False)
-    return client, server
