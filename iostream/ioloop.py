@@ -57,6 +57,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import datetime
+import functools
 import heapq
 import inspect
 import logging
@@ -309,6 +310,11 @@ class IOLoop:
         #: itself here; the asyncio loop for IOLoop.from_asyncio's.
         self._futures_loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, self)
         self._debug = False
+        if type(self).create_future is IOLoop.create_future:
+            # Hot path: ``await stream.read_until(...)`` on buffered lines
+            # makes one Future per line; the partial skips a Python frame
+            # (the figure: iostream/stream.py's table of hot-path shortcuts).
+            self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign,arg-type]
         self._exception_handler: Callable[[Any, dict[str, Any]], object] | None = None
         self._task_factory: Callable[..., Any] | None = None
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None

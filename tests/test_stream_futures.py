@@ -302,6 +302,111 @@ def test_many_awaited_reads_on_buffered_data(io_loop: IOLoop, streams: StreamKit
     assert run(io_loop, main) == n
 
 
+def test_awaited_read_until_skips_the_argument_slow_path(
+    io_loop: IOLoop, streams: StreamKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a callback, ``read_until`` takes the same checked-once fast
+    path as with one (it used to validate every call the slow way, a
+    quarter of an awaited line's cost); bad arguments still fail."""
+    import iostream.stream as stream_module
+
+    slow_checks: list[object] = []
+    real_check = stream_module._checked_delimiter
+
+    def counting_check(delimiter: object, callback: object) -> bytes:
+        slow_checks.append(delimiter)
+        return real_check(delimiter, callback)
+
+    monkeypatch.setattr(stream_module, "_checked_delimiter", counting_check)
+    a, b = streams.pair()
+
+    async def main() -> int:
+        await b.write(b"x\n" * 100)
+        for _ in range(100):
+            assert await a.read_until(b"\n") == b"x\n"
+        return len(slow_checks)
+
+    assert run(io_loop, main) == 0
+    with pytest.raises(TypeError, match="delimiter must be bytes"):
+        a.read_until("\n")  # type: ignore[call-overload]
+    assert slow_checks == ["\n"]
+
+
+def test_awaited_request_response_does_not_rewatch_per_message(
+    io_loop: IOLoop, streams: StreamKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``await read_until`` resumes its task one loop turn after the read
+    completes, so for that turn no read is pending. READ stays watched over
+    that gap (dropped lazily): a request/response exchange changes what the
+    poller watches a bounded number of times, not twice per message (which
+    was one ``epoll_ctl`` each, the await echo's largest cost)."""
+    a, b = streams.pair()
+    changes: list[int] = []
+    real_update = io_loop.update_handler
+
+    def counting_update(fd: Any, events: int) -> None:
+        changes.append(events)
+        real_update(fd, events)
+
+    monkeypatch.setattr(io_loop, "update_handler", counting_update)
+    rounds = 200
+
+    async def server() -> None:
+        for _ in range(rounds):
+            await b.write(await b.read_until(b"\n"))
+
+    async def main() -> int:
+        task = asyncio.ensure_future(server())
+        for i in range(rounds):
+            message = b"%d\n" % i
+            await a.write(message)
+            assert await a.read_until(b"\n") == message
+        await task
+        return len(changes)
+
+    assert run(io_loop, main) <= 10, changes[:20]
+
+
+def test_unwanted_data_drops_the_lazily_kept_read_watch(
+    io_loop: IOLoop, streams: StreamKit
+) -> None:
+    """The other half of the lazy unwatch: data arriving while no read is
+    pending (and no close callback is set) wakes the stream once, receives
+    nothing, and stops READ being watched, so a level-triggered poller does
+    not report the same bytes on every turn."""
+    a, peer = streams.stream_and_peer()
+    receives: list[int] = []
+    wakeups: list[int] = []
+    real_recv, real_handle = a.read_from_fd, a._handle_events
+
+    def counting_recv(view: Any) -> int | None:
+        receives.append(len(view))
+        return real_recv(view)
+
+    def counting_handle(fd: Any, events: int) -> None:
+        wakeups.append(events)
+        real_handle(fd, events)
+
+    a.read_from_fd = counting_recv  # type: ignore[method-assign]
+    a._handle_events = counting_handle  # type: ignore[method-assign]
+
+    async def main() -> bytes:
+        peer.sendall(b"first\n")
+        line = await a.read_until(b"\n")
+        receives.clear()
+        wakeups.clear()
+        peer.sendall(b"unwanted, for now\n")
+        for _ in range(50):  # 50 loop turns, each polling the fd
+            await asyncio.sleep(0)
+        return line
+
+    assert run(io_loop, main) == b"first\n"
+    assert receives == []  # back-pressure: nothing received without a reader
+    assert len(wakeups) <= 1, wakeups
+    # The bytes are still the kernel's, in order, for the next read.
+    assert run(io_loop, lambda: a.read_until(b"\n")) == b"unwanted, for now\n"
+
+
 # ---------------------------------------------------------------- Tornado's remaining API
 
 
