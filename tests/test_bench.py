@@ -466,6 +466,22 @@ def test_quick_report_marks_indicative_rows() -> None:
     assert row["indicative"] is True
 
 
+def test_quick_report_marks_the_bimodal_and_single_sample_own_rows() -> None:
+    """Both-ends bulk on loopback is bimodal (one peer measured 2,339 and
+    5,187 MiB/s minutes apart) and the 16 MiB read_until is one ~16 ms
+    sample in quick mode: a quick run says those ratios are indicative."""
+    values = {
+        label: {"own-bulk": v, "own-bigmsg-bytes": 0.1, "own-bigmsg-until": 0.1}
+        for label, v in (("iostream-epoll", 300.0), ("asyncio-streams", 100.0))
+    }
+    quick = _report.to_json(_report_with(values, ["own-bulk", "own-bigmsg"], mode="quick"))
+    assert quick["results"]["own-bulk"]["indicative_only"] is True
+    assert quick["results"]["own-bigmsg-until"]["indicative_only"] is True
+    assert quick["results"]["own-bigmsg-bytes"]["indicative_only"] is False
+    full = _report.to_json(_report_with(values, ["own-bulk", "own-bigmsg"], mode="full"))
+    assert full["results"]["own-bulk"]["indicative_only"] is False
+
+
 def test_load_meter_reports_other_processes_cores() -> None:
     from iostream.bench import _load
 
