@@ -79,6 +79,25 @@ class _ReadUntil(_PendingRead):
     def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
         max_bytes = self.max_bytes
         size = buffer.size
+        if max_bytes is None and buffer._acc is None:
+            # ReadBuffer.take_through's head form, inlined (the stream's
+            # hot-path table): once per message that arrives after its read.
+            head = buffer._head
+            pos = buffer._pos
+            delimiter = self.delimiter
+            index = head.find(delimiter, pos + self.scanned)
+            if index < 0:
+                self.scanned = max(0, size - len(delimiter) + 1)
+                return None
+            stop = index + len(delimiter)
+            remaining = size - (stop - pos)
+            buffer.size = remaining
+            if remaining:
+                buffer._pos = stop
+            else:
+                buffer._head = b""
+                buffer._pos = 0
+            return head[pos:stop]
         end = size if max_bytes is None or max_bytes > size else max_bytes
         data = buffer.take_through(self.delimiter, self.scanned, end)
         if data is None:

@@ -252,7 +252,7 @@ def _echo(job: Job, ctx: Context) -> Outcome:
     return Outcome(
         job,
         values={job.metric_keys[0]: count / seconds},
-        extra={"client_cpu": round(float(result["client_cpu"]), 3)},
+        extra={"client_cpu": round(float(result["client_cpu"]), 3), "round_trips": count},
     )
 
 
