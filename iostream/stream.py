@@ -128,11 +128,11 @@ loop
 ``ReadBuffer.append``'s empty      message (``tests/test_stream_cost.py``
 form in ``_handle_read``;          counts them: 16 to 11 calls per message with
 ``take_through``'s head form in    callbacks, 26 to 17 awaited, with the
-``_ReadUntil.complete``;           loop's two below). ``python
-``_start_read``'s callback and     bench/callgrind.py echo``: 33,624 to 30,113
-awaited cases in ``read_until``;   instructions per round trip with callbacks,
-and ``_update_events`` answering   51,695 to 44,675 awaited. ``python -m
-"no change" without                iostream bench --workloads echo``: 1.10x to
+``_ReadUntil.complete``;           loop's two below). Callgrind
+``_start_read``'s callback and     (``bench/callgrind.py echo``): 33,624 to
+awaited cases in ``read_until``;   30,113 instructions per round trip with
+and ``_update_events`` answering   callbacks, 51,695 to 44,675 awaited. The
+"no change" without                benchmark (``--workloads echo``): 1.10x to
 ``_wanted_events`` (the rule's     1.38x of asyncio streams (0.89x to 1.17x of
 commonest answer, not a copy of    uvloop streams); awaited 0.97x to 1.10x
 the rule)
