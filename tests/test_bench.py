@@ -385,6 +385,25 @@ def test_quick_plan_runs_idle_on_the_best_poller_only() -> None:
     assert len(quick) == len(TINY.idle_counts)
 
 
+def test_quick_plan_runs_the_baseline_first_in_the_middle_and_last() -> None:
+    """One repetition: the baseline's median of three is every ratio's denominator."""
+    peers = ["iostream", "asyncio-streams", "asyncio-protocol", "asyncio-on-iostream"]
+    quick, _ = plan(peers, ["echo"], "epoll", TINY, quick=True)
+    order = [job.variant.peer for job in quick]
+    assert order == [
+        "asyncio-streams",
+        "iostream",
+        "asyncio-streams",
+        "asyncio-protocol",
+        "asyncio-on-iostream",
+        "asyncio-streams",
+    ]
+    assert [job.rep for job in quick if job.variant.peer == "asyncio-streams"] == [1, 2, 3]
+    assert {job.rep for job in quick if job.variant.peer != "asyncio-streams"} == {1}
+    full, _ = plan(peers, ["echo"], "epoll", dataclasses.replace(TINY, repeat=1))
+    assert [job.variant.peer for job in full].count("asyncio-streams") == 1
+
+
 def test_noise_policy_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--retries", "-1"]) == 2
     assert "--retries" in capsys.readouterr().err

@@ -134,6 +134,11 @@ def plan(
     peer that always ran last measured 0.89x on echo and 1.00x alone (what
     in the run order costs it was not found; rotating spreads it over every
     peer's median instead of one column's).
+
+    In quick mode (one repetition) the baseline, asyncio streams, runs
+    three times per workload (first, in the middle, last) and its median is
+    the ratios' denominator: one low sample of it moved a whole row's
+    ratios by up to 2.9x against the full run's.
     """
     jobs: list[Job] = []
     notes: list[str] = []
@@ -148,15 +153,39 @@ def plan(
             if variants:
                 turn = (rep - 1) % len(variants)
                 variants = variants[turn:] + variants[:turn]
+            if quick and sizes.repeat == 1:
+                variants = _baseline_thrice(variants)
             for variant in variants:
                 for count in counts:
                     conns = sizes.memory_conns if workload == "memory" else count
                     reason = _runner.skip_reason(workload, variant, conns)
                     if reason is None:
-                        jobs.append(Job(workload, variant, rep, count))
+                        jobs.append(
+                            Job(workload, variant, _rep_of(jobs, workload, variant, count), count)
+                        )
                     elif rep == 1:
                         notes.append(reason)
     return jobs, notes
+
+
+def _baseline_thrice(variants: list[Variant]) -> list[Variant]:
+    """*variants* with the baseline's also in the middle and at the end (quick mode)."""
+    base = [variant for variant in variants if variant.peer == BASELINE]
+    if not base or len(variants) < 2:
+        return variants
+    others = [variant for variant in variants if variant.peer != BASELINE]
+    half = len(others) // 2
+    return base + others[:half] + base + others[half:] + base
+
+
+def _rep_of(jobs: list[Job], workload: str, variant: Variant, idle: int) -> int:
+    """The repetition number of the next run of *variant* on *workload* (with *idle*)."""
+    done = [
+        job
+        for job in jobs
+        if job.workload == workload and job.variant == variant and job.idle == idle
+    ]
+    return len(done) + 1
 
 
 def _choose_peers(args: argparse.Namespace, notes: list[str]) -> list[str]:
