@@ -112,9 +112,9 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "                # write buffer keeps its front piece unchanged until then.\n"
+                "            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):\n"
                 "                return 0\n",
-                "                # write buffer keeps its front piece unchanged until then.\n"
+                "            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):\n"
                 "                self.write_chunk_size = max(1, len(view) // 2)\n"
                 "                return 0\n",
             )
@@ -126,9 +126,9 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "                # write buffer keeps its front piece unchanged until then.\n"
+                "            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):\n"
                 "                return 0\n",
-                "                # write buffer keeps its front piece unchanged until then.\n"
+                "            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):\n"
                 "                return 1\n",
             )
         ],
@@ -197,9 +197,12 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "            return self._recv_into(view, size)"
-                "  # EINTR never closes a stream: retry\n",
-                "            raise exc\n",
+                "                return self.socket.recv_into(view)\n"
+                "            except InterruptedError:\n"
+                "                continue  # EINTR never closes a stream: retry\n",
+                "                return self.socket.recv_into(view)\n"
+                "            except InterruptedError:\n"
+                "                raise\n",
             )
         ],
     ),
@@ -210,10 +213,12 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "            buffer.append(view[:received])\n",
+                "            if buffer.size == 0 and buffer._acc is None:\n"
+                "                # (ReadBuffer.append's empty form, inlined: once per recv.)\n",
                 "            if received < size and self._short_read_drains:\n"
                 "                break\n"
-                "            buffer.append(view[:received])\n",
+                "            if buffer.size == 0 and buffer._acc is None:\n"
+                "                # (ReadBuffer.append's empty form, inlined: once per recv.)\n",
             )
         ],
     ),
@@ -223,10 +228,13 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "if self._state != _OPEN or not isinstance(sock, ssl.SSLSocket) "
-                "or not sock.pending():",
-                "if True:",
-            )
+                "            if not sock.pending():\n",
+                "            if True:\n",
+            ),
+            (
+                "            if isinstance(sock, ssl.SSLSocket) and sock.pending():\n",
+                "            if False:\n",
+            ),
         ],
     ),
     Mutation(
@@ -265,8 +273,8 @@ MUTATIONS: list[Mutation] = [
         S,
         [
             (
-                "                        self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE\n",
-                "                        pass\n",
+                "                    self.write_chunk_size = WINDOWS_WRITE_CHUNK_SIZE\n",
+                "                    pass\n",
             )
         ],
     ),
@@ -300,9 +308,8 @@ MUTATIONS: list[Mutation] = [
         [
             (
                 "            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):\n"
-                "                # OpenSSL will want this very send again",
-                "            except ssl.SSLWantWriteError:\n"
-                "                # OpenSSL will want this very send again",
+                "                return 0\n",
+                "            except ssl.SSLWantWriteError:\n                return 0\n",
             )
         ],
     ),
@@ -313,10 +320,10 @@ MUTATIONS: list[Mutation] = [
         [
             (
                 "            except ssl.SSLWantWriteError:\n"
-                "                self._want_write = True\n"
+                "                self._needs_write = True\n"
                 "                return\n",
                 "            except ssl.SSLWantWriteError:\n"
-                "                self._want_write = False\n"
+                "                self._needs_write = False\n"
                 "                return\n",
             )
         ],
@@ -357,6 +364,12 @@ def apply(mutation: Mutation, dest: Path) -> str:
             where = f"found {found}x in {mutation.path}, expected {mutation.count}x"
             return f"{old.strip()[:70]!r} {where}"
         text = text.replace(old, new)
+    try:
+        # A pattern can still match after the code around it moved, and the
+        # edit then breaks the syntax (f1 once did): that is stale too.
+        compile(text, str(target), "exec")
+    except SyntaxError as exc:
+        return f"the mutated {mutation.path} does not compile: {exc}"
     target.write_text(text)
     return ""
 
