@@ -33,9 +33,9 @@ Exit status: 1 when the default poller (``IOSTREAM_POLLER``, else the best
 available) fails a probe that another poller passes (*fallback* counts as
 passing: the library handles it); else 0. 2 for a bad argument.
 
-:func:`basic_socket_probe` is the quick check for an automatic choice: one
-UNIX (or loopback) socket pair, READ, WRITE and hang-up, in a few
-milliseconds.
+The automatic choice's own quick check (one socket pair, READ) is
+``iostream.pollers``' socket probe, run once per backend per process; the
+doctor is the thorough one, run on demand.
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ __all__ = [
     "WRONG",
     "Cell",
     "Report",
-    "basic_socket_probe",
     "build_parser",
     "fork_cell",
     "format_report",
@@ -612,46 +611,6 @@ def fork_cell(cls: type[Poller], timeout: float = DEFAULT_TIMEOUT) -> Cell:
     if through.result == OK:
         return Cell(FALLBACK, f"{cell.detail}; the fallback watched it")
     return Cell(REFUSED, f"{cell.detail}; the fallback: {through.result} ({through.detail})")
-
-
-# -- the quick probe -----------------------------------------------------------
-
-
-def basic_socket_probe(poller_cls: type[Poller], timeout: float = DEFAULT_TIMEOUT) -> str | None:
-    """Check that *poller_cls* sees READ, WRITE and a hang-up on a socket pair.
-
-    Returns None when it does, else one line saying what went wrong: the
-    check an automatic choice makes before trusting a backend (as libevent
-    does for a broken kqueue). One ``socket.socketpair()`` and a few
-    zero-wait polls: milliseconds on a working poller, at most about
-    3 x *timeout* on a broken one (unless its ``poll`` ignores timeouts).
-    """
-    name = getattr(poller_cls, "name", "") or poller_cls.__name__
-    try:
-        a, b = socket.socketpair()
-    except OSError as exc:
-        return f"{name}: cannot make a socket pair to probe with ({exc})"
-    try:
-        subject = _socket_subject(a, b)
-        try:
-            poller = poller_cls()
-        except Exception as exc:
-            return f"{name}: cannot be created ({type(exc).__name__}: {exc})"
-        try:
-            prober = _Prober(poller, timeout)
-            prober.run(subject)
-        except _Refused as exc:
-            return f"{name}: refused a socket ({exc})"
-        except Exception as exc:
-            return f"{name}: {type(exc).__name__}: {exc}"
-        finally:
-            poller.close()
-        if prober.problems:
-            return f"{name}: {prober.verdict().detail}"
-        return None
-    finally:
-        a.close()
-        b.close()
 
 
 # -- the report ----------------------------------------------------------------

@@ -32,7 +32,6 @@ from iostream._doctor import (
     REFUSED,
     RESULTS,
     WRONG,
-    basic_socket_probe,
     format_report,
     main,
     probe_cell,
@@ -360,36 +359,6 @@ def test_kqueue_refusing_a_tty_shows_as_fallback() -> None:
     assert report.exit_status == 0
 
 
-# -- basic_socket_probe -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", pollers.available())
-def test_basic_socket_probe_passes_every_poller_here(name: str) -> None:
-    assert basic_socket_probe(pollers.BACKENDS[name]) is None
-
-
-@pytest.mark.parametrize(
-    ("cls", "words"),
-    [
-        (NeverReadsPoller, "READ on a readable fd: not reported"),
-        (ReadAsErrorPoller, "got ERROR, not READ"),
-        (RefusesEverythingPoller, "refused a socket"),
-    ],
-)
-def test_basic_socket_probe_names_what_is_broken(cls: type[SelectPoller], words: str) -> None:
-    why = basic_socket_probe(cls, timeout=FAST)
-    assert why is not None
-    assert why.startswith(cls.name + ": ")
-    assert words in why
-
-
-def test_basic_socket_probe_is_quick() -> None:
-    start = time.monotonic()
-    for _ in range(5):
-        assert basic_socket_probe(SelectPoller) is None
-    assert time.monotonic() - start < 5.0  # milliseconds each on a working poller
-
-
 def test_unregistered_fd_reported_is_a_wrong_event() -> None:
     class Stray(SelectPoller):
         name = "stray"
@@ -397,8 +366,9 @@ def test_unregistered_fd_reported_is_a_wrong_event() -> None:
         def poll(self, timeout: float | None) -> list[tuple[int, int]]:
             return [*super().poll(timeout), (9999, READ)]
 
-    why = basic_socket_probe(Stray, timeout=FAST)
-    assert why is not None and "not registered: [9999]" in why
+    cell = probe_cell(Stray, "tcp", FAST)
+    assert cell.result == WRONG, cell
+    assert "not registered: [9999]" in cell.detail
 
 
 def test_fd_reported_twice_is_a_wrong_event() -> None:
@@ -409,8 +379,9 @@ def test_fd_reported_twice_is_a_wrong_event() -> None:
             result = super().poll(timeout)
             return result + [(fd, WRITE) for fd, ev in result if ev & WRITE]
 
-    why = basic_socket_probe(Twice, timeout=FAST)
-    assert why is not None and "reported twice" in why
+    cell = probe_cell(Twice, "tcp", FAST)
+    assert cell.result == WRONG, cell
+    assert "reported twice" in cell.detail
 
 
 def test_socket_kinds_really_are_sockets() -> None:
