@@ -512,6 +512,20 @@ def test_quick_report_marks_the_bimodal_and_single_sample_own_rows() -> None:
     assert full["results"]["own-bulk"]["indicative_only"] is False
 
 
+def test_quick_report_marks_the_shared_sender_bulk_row() -> None:
+    """One 128 MiB sample per peer: in four quick runs of four, some peer's
+    shared-sender bulk ratio was more than 25% from the full run's."""
+    values = {
+        label: {"bulk": v, "lines": v}
+        for label, v in (("iostream-epoll", 300.0), ("asyncio-streams", 100.0))
+    }
+    quick = _report.to_json(_report_with(values, ["bulk", "lines"], mode="quick"))
+    assert quick["results"]["bulk"]["indicative_only"] is True
+    assert quick["results"]["lines"]["indicative_only"] is False
+    full = _report.to_json(_report_with(values, ["bulk", "lines"], mode="full"))
+    assert full["results"]["bulk"]["indicative_only"] is False
+
+
 def test_load_meter_reports_other_processes_cores() -> None:
     from iostream.bench import _load
 

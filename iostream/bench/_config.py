@@ -53,7 +53,7 @@ ONE_WAY_WORKLOADS = RECEIVE_WORKLOADS | OWN_WORKLOADS
 
 #: Metrics whose ``--quick`` ratio is not expected to match the full run within 25%
 #: (see bench/README.md, "Quick mode"); the quick report marks them "indicative only".
-QUICK_INDICATIVE = frozenset({"tls-bulk", "own-bulk", "own-bigmsg-until"})
+QUICK_INDICATIVE = frozenset({"bulk", "tls-bulk", "own-bulk", "own-bigmsg-until"})
 
 #: The peer every ratio is measured against.
 BASELINE = "asyncio-streams"
