@@ -186,6 +186,27 @@ class Poller(abc.ABC):
         """
         return fd_of(fd)
 
+    # -- what FallbackPoller asks of its primary (iostream.pollers.fallback) --
+
+    #: True once :meth:`close` has run.
+    _closed: bool = False
+
+    def _doorbell_fd(self) -> int | None:
+        """The fd of this poller's kernel object, if that fd polls readable
+        while the object holds events; else None (the default).
+
+        FallbackPoller's secondary watches it as a doorbell for the primary.
+        Only a backend whose kernel documents that readiness answers (epoll,
+        kqueue); the others are heard through mirrors of their fds.
+        """
+        return None
+
+    def _registered(self) -> dict[int, int] | None:
+        """This poller's own table fd -> registered events, if it keeps one;
+        else None (the default). The dict itself, for reading only:
+        FallbackPoller mirrors it when the primary has no doorbell."""
+        return None
+
     def __enter__(self: _PollerT) -> _PollerT:
         return self
 
@@ -441,6 +462,9 @@ class FdTablePoller(Poller):
         self._id_fd.clear()
         self._kernel_close()
 
+    def _registered(self) -> dict[int, int]:
+        return self._fd_events
+
     def __len__(self) -> int:
         """How many fds are registered."""
         return len(self._fd_events)
@@ -458,3 +482,16 @@ def other_backends_hint(refusing: str) -> str:
     if not others:
         return "no other poller is available on this platform"
     return "use " + " or ".join(repr(name) for name in others)
+
+
+def kernel_object_fd(kernel_object: object) -> int | None:
+    """``kernel_object.fileno()`` if it has one and is open, else None
+    (a closed object, or a test's stand-in for the kernel module)."""
+    fileno = getattr(kernel_object, "fileno", None)
+    if not callable(fileno):
+        return None
+    try:
+        fd = fileno()
+    except (OSError, ValueError):
+        return None  # closed
+    return fd if isinstance(fd, int) and fd >= 0 else None

@@ -21,6 +21,8 @@ class DevpollPoller(PollPoller):
     # Why: a /dev/poll fd is, like epoll's, one kernel object shared with a
     # forked child through the inherited fd; the child must get its own.
     _reopen_after_fork = True
+    # No _doorbell_fd, unlike epoll and kqueue: Solaris documents no poll
+    # readiness for a /dev/poll fd itself, so FallbackPoller mirrors its fds.
 
     @classmethod
     def _unavailable_reason(cls) -> str | None:

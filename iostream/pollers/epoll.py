@@ -16,7 +16,14 @@ import select
 import sys
 from typing import Any
 
-from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
+from iostream.pollers.base import (
+    ERROR,
+    READ,
+    WRITE,
+    FdTablePoller,
+    kernel_object_fd,
+    normalize_timeout,
+)
 
 __all__ = ["EpollPoller"]
 
@@ -54,6 +61,12 @@ class EpollPoller(FdTablePoller):
 
     def _kernel_close(self) -> None:
         self._epoll.close()
+
+    def _doorbell_fd(self) -> int | None:
+        # Linux implements poll on an epoll fd (readable while its ready
+        # list is not empty: that is how epoll sets nest). The fd changes
+        # after fork() and after a ghost forces a rebuild: ask each time.
+        return kernel_object_fd(self._epoll)
 
     def _kernel_register(self, fd: int, events: int) -> None:
         # A new file under a ghost's number: from here on its events are

@@ -33,7 +33,10 @@ hear the primary too (a *doorbell*):
   kernel fd is re-read before each wait: epoll's is replaced after fork()
   and when a "ghost" entry forces a rebuild. A kernel fd that keeps
   ringing with nothing behind it (8 times in a row) is dropped for the
-  mirror below, rather than left to spin the loop.
+  mirror below, rather than left to spin the loop. (A primary gives that
+  fd through ``Poller._doorbell_fd``, declared in the base with the
+  primary's table, ``Poller._registered``, and ``Poller._closed``: the
+  three things asked of a primary.)
 - a primary with no such fd (select, poll; /dev/poll, whose fd Solaris
   does not document as pollable) cannot ring anything, so
   the secondary also watches a *mirror* of each primary fd registered for
@@ -164,38 +167,6 @@ def with_fallback(poller: Poller) -> FallbackPoller:
     if isinstance(poller, FallbackPoller):
         return poller
     return FallbackPoller(poller)
-
-
-def _kernel_fd(poller: Poller) -> int | None:
-    """The fd of *poller*'s kernel object, when it is readable while that holds events.
-
-    That is known of two kernel objects: an epoll fd (Linux implements poll
-    on it, which is how epoll sets nest) and a kqueue fd (FreeBSD and XNU
-    implement poll/select on a kqueue descriptor, which is how kqueues
-    nest; a ring can be empty when the event's condition stopped holding
-    before it was retrieved, see _empty_ring). The backends keep them as
-    ``_epoll`` and ``_kq``. /dev/poll's fd is not used: Solaris documents no
-    readiness for it, so a devpoll primary takes the mirror path, as does
-    any backend whose kernel object is not found here (a renamed attribute
-    costs speed, not correctness). The kqueue stand-in in the tests has no
-    fd either.
-    """
-    for attr in ("_epoll", "_kq"):
-        fileno = getattr(getattr(poller, attr, None), "fileno", None)
-        if callable(fileno):
-            try:
-                fd = fileno()
-            except (OSError, ValueError):
-                return None  # closed
-            if isinstance(fd, int) and fd >= 0:
-                return fd
-    return None
-
-
-def _fd_table(poller: Poller) -> dict[int, int] | None:
-    """*poller*'s table fd -> registered events (FdTablePoller's), if it has one."""
-    table = getattr(poller, "_fd_events", None)
-    return table if isinstance(table, dict) else None
 
 
 def _is_plain_file(fd: int) -> bool:
@@ -365,7 +336,7 @@ class FallbackPoller(Poller):
             fileno = fd_of(fd)
             if isinstance(exc, OSError) and exc.errno not in _REFUSAL_ERRNOS:
                 raise
-            if getattr(self._primary, "_closed", False):
+            if self._primary._closed:
                 raise
             self._fall_back(fd, fileno, events, exc)
             return
@@ -419,8 +390,8 @@ class FallbackPoller(Poller):
             fileno = fd_of(fd)
         except ValueError:
             raise exc from None  # a closed object: nothing to move
-        old = (_fd_table(self._primary) or {}).get(fileno)
-        if old is None or getattr(self._primary, "_closed", False):
+        old = (self._primary._registered() or {}).get(fileno)
+        if old is None or self._primary._closed:
             raise exc
         self._primary.unregister(fd)
         if self._mirror is not None:
@@ -478,7 +449,7 @@ class FallbackPoller(Poller):
                 if self._mirror_dirty:
                     # The mirror may still hold this number for a primary fd
                     # unregistered (and closed) since the last wait.
-                    table = _fd_table(self._primary)
+                    table = self._primary._registered()
                     assert table is not None
                     self._sync_mirror(table)
                 try:
@@ -499,8 +470,8 @@ class FallbackPoller(Poller):
         self, fd: FileDescriptorLike, fileno: int, events: int, exc: BaseException
     ) -> Poller:
         """Make the secondary, holding *fd* and the primary's doorbell."""
-        kernel_fd = _kernel_fd(self._primary)
-        table = _fd_table(self._primary) if kernel_fd is None else None
+        kernel_fd = self._primary._doorbell_fd()
+        table = self._primary._registered() if kernel_fd is None else None
         if kernel_fd is None and table is None:
             raise ValueError(
                 f"cannot watch fd {fileno}: {self.name} refused it ({exc}), and a "
@@ -596,7 +567,7 @@ class FallbackPoller(Poller):
         if self._mirror is None:
             self._sync_doorbell(waiter)
         elif self._mirror_dirty:
-            table = _fd_table(self._primary)
+            table = self._primary._registered()
             assert table is not None
             self._sync_mirror(table)
         devices = self._devices
@@ -635,7 +606,7 @@ class FallbackPoller(Poller):
         dropped for the mirror path, which mutes what rings for nothing.
         """
         self._empty_rings += 1
-        if self._empty_rings < _MAX_EMPTY_RINGS or _fd_table(self._primary) is None:
+        if self._empty_rings < _MAX_EMPTY_RINGS or self._primary._registered() is None:
             return
         if self._doorbell is not None:
             waiter.unregister(self._doorbell)
@@ -656,7 +627,7 @@ class FallbackPoller(Poller):
         epoll and kqueue are reopened after fork() (and epoll when a ghost
         entry forces a rebuild): the fd to watch may have changed.
         """
-        kernel_fd = _kernel_fd(self._primary)
+        kernel_fd = self._primary._doorbell_fd()
         if kernel_fd != self._doorbell:
             if self._doorbell is not None:
                 waiter.unregister(self._doorbell)

@@ -40,7 +40,14 @@ import stat
 import sys
 from typing import Any
 
-from iostream.pollers.base import ERROR, READ, WRITE, FdTablePoller, normalize_timeout
+from iostream.pollers.base import (
+    ERROR,
+    READ,
+    WRITE,
+    FdTablePoller,
+    kernel_object_fd,
+    normalize_timeout,
+)
 
 __all__ = ["KqueuePoller"]
 
@@ -87,6 +94,13 @@ class KqueuePoller(FdTablePoller):
 
     def _kernel_close(self) -> None:
         self._kq.close()
+
+    def _doorbell_fd(self) -> int | None:
+        # FreeBSD and XNU implement poll/select on a kqueue fd (readable
+        # while events are pending: that is how kqueues nest). It can ring
+        # with nothing to collect when the event's condition stopped holding
+        # first: FallbackPoller counts such empty rings.
+        return kernel_object_fd(self._kq)
 
     def _changes(self, fd: int, old: int | None, new: int) -> list[Any]:
         """The kevents that take *fd* from events *old* (None: not
