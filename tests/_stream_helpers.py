@@ -113,8 +113,9 @@ def closed_port(family: int = socket.AF_INET) -> int:
 def spin(io_loop: IOLoop, iterations: int = 10) -> None:
     """Run *io_loop* for *iterations* iterations (each one polls with no wait).
 
-    Callbacks added while callbacks run go to the next iteration (SPEC), so a
-    chain of ``add_callback`` is a count of iterations.
+    Callbacks added while callbacks run go to the next iteration
+    (docs/guarantees.md, "IOLoop"), so a chain of ``add_callback`` is a count of
+    iterations.
     """
     waiter = Waiter(io_loop)
     left = [iterations]

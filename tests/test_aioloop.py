@@ -1,5 +1,5 @@
-"""IOLoop.from_asyncio: the IOLoop interface on an asyncio loop (SPEC Version 2,
-"IOStream inside asyncio programs"; issue 11 item 5).
+"""IOLoop.from_asyncio: the IOLoop interface on an asyncio loop (docs/asyncio.md,
+"IOStream inside asyncio: `IOLoop.from_asyncio`"; issue 11 item 5).
 
 Each test runs on every kind of asyncio loop here: asyncio's default loop,
 ``iostream.asyncio``'s loop on each poller, and uvloop's when installed.

@@ -160,7 +160,7 @@ def test_update_handler_bad_arguments(io_loop: IOLoop) -> None:
         expect(io_loop, ValueError, ("events",), lambda: io_loop.update_handler(a, 0x100))
         expect(io_loop, TypeError, ("events",), lambda: io_loop.update_handler(a, "w"))  # type: ignore[arg-type]
         io_loop.remove_handler(a)
-        # remove_handler of an unknown fd is silent (SPEC).
+        # remove_handler of an unknown fd is silent (docs/guarantees.md, "IOLoop").
         io_loop.remove_handler(a)
 
 
@@ -332,8 +332,9 @@ def test_poller_closed_int_fd(poller: Poller) -> None:
 def test_poller_regular_file(poller: Poller, regular_file: int, poller_name: str) -> None:
     """A regular file: poll/select watch it (always ready); epoll cannot.
 
-    SPEC (Pollers): "an fd the backend cannot watch ... is refused at
-    register with a ValueError that says why and names a backend that can".
+    docs/guarantees.md ("Pollers"): "An fd this backend cannot watch is refused
+    at `register` with a `ValueError` that says why and names a backend that
+    can".
     """
     if poller_name == "epoll":
         with pytest.raises(ValueError, match="epoll") as info:
@@ -355,7 +356,8 @@ def test_poller_regular_file(poller: Poller, regular_file: int, poller_name: str
 
 def test_ioloop_regular_file_on_epoll(regular_file: int) -> None:
     """Through the IOLoop: epoll refuses a regular file, and the loop's per-fd
-    fallback watches it instead (SPEC: always ready, as poll/select say)."""
+    fallback watches it instead (docs/pollers.md, "Per-fd fallback": always
+    ready, as poll/select say)."""
     if "epoll" not in pollers.available():
         pytest.skip("no epoll here")
     loop = IOLoop("epoll")
@@ -774,8 +776,9 @@ def test_tcpserver_listen_again_after_stop(io_loop: IOLoop, streams: StreamKit) 
 def test_tcpserver_handler_error_closes_the_connection(
     io_loop: IOLoop, registered: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SPEC: "An exception in handle_stream is logged and the server keeps
-    accepting." The connection it was given must not be left hanging."""
+    """docs/guarantees.md ("TCPServer and friends"): "An exception in
+    `handle_stream` is logged and the server keeps accepting." The connection
+    it was given must not be left hanging."""
 
     def failing(stream: IOStream, address: Any) -> None:
         stream.read_until(b"\n", print)

@@ -425,7 +425,7 @@ class Exchange:
         self._tail_started = True
         self._outstanding = True
         # Open stream: completes at the close with the rest. Closed stream:
-        # delivers what is buffered (SPEC).
+        # delivers what is buffered (docs/guarantees.md, "IOStream", "Closing").
         self.reader.read_until_close(self._on_tail)
 
     def _on_tail(self, data: bytes) -> None:
@@ -782,10 +782,11 @@ def test_want_write_retry_resends_the_same_bytes(io_loop: IOLoop, tls: TLSFiles)
 
 
 def test_interrupted_handshake_step_is_retried(io_loop: IOLoop, tls: TLSFiles) -> None:
-    """An ``InterruptedError`` from ``do_handshake`` is retried (SPEC: EINTR never
-    closes a stream), not left waiting for an event the stalled handshake will
-    never produce: here it hits the client's first step, before its ClientHello
-    went out, so waiting for READ would wait for ever (found here, now fixed)."""
+    """An ``InterruptedError`` from ``do_handshake`` is retried (docs/guarantees.md,
+    "SSLIOStream": the step runs again), not left waiting for an
+    event the stalled handshake will never produce: here it hits the client's
+    first step, before its ClientHello went out, so waiting for READ would wait
+    for ever (found here, now fixed)."""
     cchaos = TLSChaos()
     cchaos.handshake_faults.append(Fault("eintr"))
     client, server = tls_pair(io_loop, tls, cchaos, TLSChaos(), tickets=True)
@@ -801,8 +802,9 @@ def test_interrupted_handshake_step_is_retried(io_loop: IOLoop, tls: TLSFiles) -
 
 
 def test_read_from_callback_on_closed_stream_raises(io_loop: IOLoop) -> None:
-    """SPEC: "a read that cannot be satisfied ... on a closed stream raises
-    StreamClosedError" — also when issued from a stream callback.
+    """docs/guarantees.md ("IOStream", "One read at a time"): "A read that cannot
+    be satisfied, or a write, on a closed stream raises `StreamClosedError`." —
+    for a read, also when issued from a stream callback.
 
     Found by :func:`test_tls_chaos` (now fixed): the peer closed, the stream
     holds 10 bytes; ``read_bytes(5)`` succeeds from the buffer; from its
@@ -893,8 +895,9 @@ def test_partial_direct_read_is_kept_at_close(
 ) -> None:
     """A large ``read_bytes`` (received straight into its final buffer) that the
     peer's close cuts short: the bytes it got go back to the buffer, and
-    ``read_until_close`` on the closed stream delivers them (SPEC: "read_until_close
-    on a closed stream delivers what is buffered")."""
+    ``read_until_close`` on the closed stream delivers them (docs/guarantees.md,
+    "IOStream", "Closing": "`read_until_close` on a closed stream delivers what
+    is buffered")."""
     reader: IOStream
     writer: IOStream
     if use_tls:

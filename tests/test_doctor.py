@@ -1,4 +1,5 @@
-"""``python -m iostream doctor`` (SPEC "doctor"): iostream/_doctor.py.
+"""``python -m iostream doctor`` (docs/pollers.md, "`python -m iostream doctor`"):
+iostream/_doctor.py.
 
 The doctor runs for real on this machine (in-process and as a subprocess,
 table and ``--json``); the exit-status logic and each kind of failure are

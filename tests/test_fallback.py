@@ -1,4 +1,4 @@
-"""Per-fd fallback (SPEC "Per-fd fallback"): :class:`FallbackPoller`.
+"""Per-fd fallback (docs/pollers.md, "Per-fd fallback"): :class:`FallbackPoller`.
 
 First the whole poller contract (``test_pollers.TestContract``) runs on a
 FallbackPoller over every backend here, twice: with nothing fallen back

@@ -18,7 +18,8 @@ applies, the client. The peers:
   ConnectionResetError or BrokenPipeError in ``error``, its close callback
   runs once and its write callback never;
 * half-closes (``shutdown(SHUT_WR)``) — pending data goes to the reads it
-  satisfies, then the stream closes on EOF, ``error`` None (SPEC);
+  satisfies, then the stream closes on EOF, ``error`` None (docs/guarantees.md,
+  "IOStream", "End of stream" and "Closing");
 * sends garbage to a TLS port / answers a TLS client with garbage — the
   SSLIOStream closes with :class:`ssl.SSLError` in ``error``; the connect
   callback never runs;
@@ -353,7 +354,8 @@ def test_peer_never_reads_with_write_limit(
     assert refused, "the write limit was never reached"
     assert subject.stream is not None
     stream = subject.stream
-    # SPEC: the write raised, buffered nothing of it, and the stream stays open.
+    # docs/guarantees.md ("IOStream", "Limits"): the write raised, buffered
+    # nothing of it, and the stream stays open.
     assert not stream.closed() and stream.error is None
     assert stream._write_buffer.size <= limit
     healthy = Healthy(io_loop, arena.port)
@@ -475,7 +477,8 @@ def test_half_close_delivers_then_closes_cleanly(
     assert subject.error is None
     stream = subject.stream
     assert stream is not None
-    # What no read took is still there for read_until_close (SPEC).
+    # What no read took is still there for read_until_close (docs/guarantees.md,
+    # "IOStream", "Closing").
     rest = Waiter(io_loop)
     stream.read_until_close(rest.callback)
     assert rest.wait() == b"partial"

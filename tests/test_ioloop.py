@@ -1,4 +1,4 @@
-"""IOLoop behaviour (SPEC.md, "IOLoop"), run on every poller.
+"""IOLoop behaviour (docs/guarantees.md, "IOLoop"), run on every poller.
 
 Each test runs the loop through :func:`_ioloop_helpers.run_loop`, whose
 deadline is a watchdog with its own socket pair: it does not depend on the
@@ -1082,9 +1082,9 @@ def test_add_handler_refuses_bad_events_and_registers_nothing(
 def test_a_high_fd_select_refuses_falls_back_and_the_loop_keeps_working(
     io_loop: IOLoop, poller_name: str, pair: tuple[socket.socket, socket.socket]
 ) -> None:
-    """SPEC (per-fd fallback, which serves add_handler): select cannot hold an
-    fd >= FD_SETSIZE, so the loop watches it another way (poll), the chosen
-    poller keeps the rest, and the fd gets its events."""
+    """docs/pollers.md, "Per-fd fallback" (which serves add_handler): select
+    cannot hold an fd >= FD_SETSIZE, so the loop watches it another way (poll),
+    the chosen poller keeps the rest, and the fd gets its events."""
     if poller_name != "select" or sys.platform == "win32":
         pytest.skip("only select on POSIX has an fd limit (FD_SETSIZE)")
     high = 4000

@@ -1,4 +1,4 @@
-"""The native IOLoop as an asyncio loop (SPEC.md, Version 2 "Awaitables").
+"""The native IOLoop as an asyncio loop (docs/guarantees.md, "IOLoop"; docs/asyncio.md).
 
 ``async def`` code runs on the IOLoop with no asyncio loop in the process:
 futures, tasks, timers, ``run_sync``, ``add_future``, ``spawn_callback`` and

@@ -324,7 +324,7 @@ def test_remove_a_closed_socket_with_a_poller_without_identity() -> None:
         b.close()
 
 
-# -- per-fd fallback serves add_handler (SPEC, "Per-fd fallback") ----------------------
+# -- per-fd fallback serves add_handler (docs/pollers.md, "Per-fd fallback") ---------------
 
 
 def test_an_empty_regular_file_is_always_ready_through_the_loop(

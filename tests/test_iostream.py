@@ -1,4 +1,5 @@
-"""IOStream against SPEC.md, on every poller (the ``io_loop`` fixture).
+"""IOStream against its contract (docs/guarantees.md, "IOStream"), on every poller (the
+``io_loop`` fixture).
 
 Covers connect (success, refused, reads and writes issued while connecting),
 read_until / read_bytes / read_until_close (streaming, delimiters split
@@ -822,9 +823,10 @@ def test_max_buffer_size_overflow_closes(io_loop: IOLoop, streams: StreamKit) ->
 
 
 def test_max_buffer_size_never_exceeded(io_loop: IOLoop, streams: StreamKit) -> None:
-    """SPEC: the read buffer never exceeds max_buffer_size. An idle stream
-    with a close callback buffers up to it, then stops receiving
-    (back-pressure, issue 9): it is not disconnected, and nothing is lost."""
+    """docs/guarantees.md ("IOStream", "Back-pressure, not disconnection"): the
+    read buffer never exceeds max_buffer_size. An idle stream with a close
+    callback buffers up to it, then stops receiving (back-pressure, issue 9): it
+    is not disconnected, and nothing is lost."""
     a, b = streams.pair(client_kwargs={"max_buffer_size": 1000})
     closes = collect_close(a)  # idle, with a close callback: it buffers what arrives
     b.write(b"q" * 5000)
@@ -1128,7 +1130,8 @@ def test_200k_reads_chained_on_buffered_data_do_not_grow_the_stack(
 
 @pytest.mark.slow
 def test_a_million_reads_chained_on_buffered_data(io_loop: IOLoop, streams: StreamKit) -> None:
-    """SPEC's own number: a million reads chained from callbacks on buffered data."""
+    """The contract's own number (docs/guarantees.md, "IOStream", "Cost"): a million
+    reads chained from callbacks on buffered data."""
     n = 1_000_000
     a, peer = streams.stream_and_peer()
     closed = Waiter(io_loop)
@@ -1387,7 +1390,8 @@ def test_default_write_chunk_size_elsewhere_is_uncapped(
 def test_fd_refused_by_the_loop_closes_with_value_error(
     io_loop: IOLoop, streams: StreamKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SPEC: a stream whose fd the loop refuses closes with that ValueError.
+    """docs/guarantees.md ("IOStream", "Refused fds"): a stream whose fd the loop
+    refuses closes with that ValueError.
 
     (select above FD_SETSIZE used to be the way to get a refusal; the IOLoop
     now watches such fds through its per-fd fallback, so the refusal is

@@ -178,7 +178,8 @@ def test_tls_cycles_20k(leak_loop: IOLoop, tls: TLSFiles) -> None:
 
 
 def test_closed_streams_need_no_collector(leak_loop: IOLoop) -> None:
-    """Stronger than SPEC asks: closed streams die by reference counting alone.
+    """Stronger than the contract (docs/guarantees.md) asks: closed streams die by
+    reference counting alone.
 
     A cycle through a bound-method callback (stream -> pending read ->
     stream.write) is fine as long as ``gc`` frees it, but a stream that

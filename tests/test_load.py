@@ -14,8 +14,8 @@
   why.
 * ``test_select_high_fds_fall_back_and_keep_serving``: on select, once fd
   numbers reach FD_SETSIZE, new streams (client and server side) are
-  watched another way (SPEC's per-fd fallback), echo every byte, and the
-  connections opened first keep exchanging data.
+  watched another way (docs/pollers.md, "Per-fd fallback"), echo every byte,
+  and the connections opened first keep exchanging data.
 * ``test_soak`` (slow): the soak of ``tests/soak.py`` for ``SOAK_SECONDS``
   (default 30) seconds; ``python -m tests.soak --seconds 60`` runs it alone.
 """
@@ -215,7 +215,8 @@ def test_select_high_fds_fall_back_and_keep_serving() -> None:
                 break
         # Phase 2: 20 more connections. Every socket of theirs (client and
         # accepted) is above select's limit: the loop watches them another
-        # way (SPEC's per-fd fallback: poll), and they echo like the others.
+        # way (docs/pollers.md, "Per-fd fallback": poll), and they echo like the
+        # others.
         second = EchoClients(io_loop, port, 20, 20, 1024, hold=True, release=False)
         io_loop.add_callback(second.start)
         wait_for(io_loop, second.finished, timeout=20.0, notifiers=(second,))

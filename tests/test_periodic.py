@@ -1,4 +1,4 @@
-"""PeriodicCallback (SPEC Version 2; issue 10 item 4).
+"""PeriodicCallback (docs/guarantees.md, "IOLoop"; issue 10 item 4).
 
 The schedule tests are Tornado's own (tornado/test/ioloop_test.py,
 ``TestPeriodicCallbackMath`` and ``TestPeriodicCallbackAsync``, 6.x) ported

@@ -1,4 +1,4 @@
-"""The poller contract (SPEC "Pollers"), run on every poller available here.
+"""The poller contract (docs/guarantees.md, "Pollers"), run on every poller available here.
 
 :class:`TestContract` runs once per name of the ``poller_name`` fixture
 (every backend available here, or just the one ``IOSTREAM_POLLER``
@@ -32,7 +32,7 @@ class TestContract:
     """What every backend must do alike. Subclasses swap the poller under test."""
 
     #: Does this backend see a reset / a failed connect as ERROR? (POSIX
-    #: select sees only READ / WRITE, which SPEC allows.)
+    #: select sees only READ / WRITE, which docs/guarantees.md ("Event bits") allows.)
     @staticmethod
     def sees_errors(name: str) -> bool:
         """True if the backend reports errors (all but POSIX select)."""

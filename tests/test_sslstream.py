@@ -1,4 +1,5 @@
-"""SSLIOStream against SPEC.md, on every poller, with trustme certificates.
+"""SSLIOStream against its contract (docs/guarantees.md, "SSLIOStream"), on every poller,
+with trustme certificates.
 
 Covers the non-blocking handshake in both roles, the connect callback after
 the handshake, SNI and host name checks (default: the host of the address),

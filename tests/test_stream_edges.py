@@ -98,8 +98,9 @@ def loud(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[lo
 def test_slow_consumer_gets_everything(
     io_loop: IOLoop, streams: StreamKit, close_callback: bool
 ) -> None:
-    """SPEC's example: max_buffer_size 10 KiB, 100 KiB sent, 1 KiB reads with
-    a loop-timer delay between them: all 100 reads succeed, the stream stays open."""
+    """The contract's example (docs/guarantees.md, "IOStream", "Back-pressure, not
+    disconnection"): max_buffer_size 10 KiB, 100 KiB sent, 1 KiB reads with a
+    loop-timer delay between them: all 100 reads succeed, the stream stays open."""
     a, peer = streams.stream_and_peer(max_buffer_size=10 * KiB)
     closes = collect_close(a) if close_callback else []
     payload = bytes(range(256)) * 400  # 100 KiB

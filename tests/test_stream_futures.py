@@ -673,9 +673,9 @@ def test_pipe_stream_refused_on_windows(io_loop: IOLoop) -> None:
 
 
 def test_streams_inside_asyncio_run() -> None:
-    """SPEC: inside asyncio.run, io_loop=None is an IOLoop on that asyncio
-    loop and the Futures are asyncio's: IOStream next to asyncio's own
-    streams, on one loop."""
+    """docs/asyncio.md ("IOStream inside asyncio: `IOLoop.from_asyncio`"): inside
+    asyncio.run, io_loop=None is an IOLoop on that asyncio loop and the Futures
+    are asyncio's: IOStream next to asyncio's own streams, on one loop."""
 
     async def main() -> list[Any]:
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

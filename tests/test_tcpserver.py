@@ -1,4 +1,5 @@
-"""TCPServer against SPEC.md, on every poller.
+"""TCPServer against its contract (docs/guarantees.md, "TCPServer and friends"), on every
+poller.
 
 Covers ``handle_stream`` as an argument and as an overridden method,
 ``listen(0)`` returning the port (IPv4 and IPv6), many pending connections,

@@ -288,7 +288,8 @@ def test_read_until_max_bytes_inline(
         rs.set_close_callback(closed.set)
         ws.write(b"123456")
         # Not raised synchronously: the Future fails (a StreamClosedError, as
-        # in Tornado, that is also an UnsatisfiableReadError, as SPEC says).
+        # in Tornado, that is also an UnsatisfiableReadError:
+        # docs/guarantees.md, "IOStream", the Futures paragraph).
         fut = rs.read_until(b"def", max_bytes=5)
         with pytest.raises(StreamClosedError) as info:
             await fut

@@ -1,5 +1,5 @@
-"""The Windows send cap (SPEC: "``socket.send`` is never handed more than
-``write_chunk_size`` bytes: 128 KiB on Windows"), on every poller, on any OS.
+"""The Windows send cap (docs/guarantees.md, "IOStream", "Sends": "`socket.send` is never
+given more than `write_chunk_size` bytes: 128 KiB on Windows"), on every poller, on any OS.
 
 The stand-in :class:`transport.WindowsSocket` does what Winsock does to a
 non-blocking socket: a ``send`` of more than 128 KiB fails with WSAENOBUFS
