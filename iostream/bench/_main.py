@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from iostream.bench import _payload, _report, _runner, _tls
@@ -142,6 +143,8 @@ def plan(
     """
     jobs: list[Job] = []
     notes: list[str] = []
+    #: Runs planned so far of each (workload, variant, idle count): the next one's rep.
+    runs: Counter[tuple[str, Variant, int]] = Counter()
     for name in peers:
         only = PEERS[name].workloads
         if only is not None and set(workloads) - only:
@@ -160,9 +163,9 @@ def plan(
                     conns = sizes.memory_conns if workload == "memory" else count
                     reason = _runner.skip_reason(workload, variant, conns)
                     if reason is None:
-                        jobs.append(
-                            Job(workload, variant, _rep_of(jobs, workload, variant, count), count)
-                        )
+                        # rep itself, except for quick mode's extra baseline runs.
+                        runs[workload, variant, count] += 1
+                        jobs.append(Job(workload, variant, runs[workload, variant, count], count))
                     elif rep == 1:
                         notes.append(reason)
     return jobs, notes
@@ -176,16 +179,6 @@ def _baseline_thrice(variants: list[Variant]) -> list[Variant]:
     others = [variant for variant in variants if variant.peer != BASELINE]
     half = len(others) // 2
     return base + others[:half] + base + others[half:] + base
-
-
-def _rep_of(jobs: list[Job], workload: str, variant: Variant, idle: int) -> int:
-    """The repetition number of the next run of *variant* on *workload* (with *idle*)."""
-    done = [
-        job
-        for job in jobs
-        if job.workload == workload and job.variant == variant and job.idle == idle
-    ]
-    return len(done) + 1
 
 
 def _choose_peers(args: argparse.Namespace, notes: list[str]) -> list[str]:

@@ -43,6 +43,7 @@ __all__ = [
     "PollerUnavailable",
     "check_events",
     "fd_of",
+    "kernel_object_fd",
     "normalize_timeout",
     "other_backends_hint",
 ]
