@@ -16,7 +16,8 @@
 
 Every command returns an exit code instead of raising: a user error, a
 closed stdout (``| head``) or a full disk is one line on standard error,
-never a traceback.
+never a traceback. The exception is ``run``'s program, which owns its exit
+as under ``python SCRIPT`` (a traceback, or death by SIGINT on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ EXIT_REFUSED = 3
 EXIT_TIMEOUT = 4
 #: The TLS handshake failed (untrusted or wrong-host certificate, protocol error).
 EXIT_TLS = 5
+#: Ctrl-C (``KeyboardInterrupt``) ended the command: 128 + SIGINT, as shells
+#: report it. ``run`` is the exception: its program's interrupt ends the
+#: process by SIGINT, as under ``python SCRIPT``.
+EXIT_INTERRUPTED = 130
 
 #: Exit code -> meaning, as ``--help`` and the README show them.
 EXIT_CODES: dict[int, str] = {
@@ -64,6 +69,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_REFUSED: "connection refused",
     EXIT_TIMEOUT: "timed out",
     EXIT_TLS: "TLS failure (certificate not trusted, wrong host, handshake error)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 #: The one command that installs the optional HTTP framing ``get`` needs.
@@ -713,7 +719,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         return _fail(str(exc), exc.code)
     except KeyboardInterrupt:
-        return 130
+        if command == "run":
+            # The program's own: the interpreter reports it as under
+            # ``python SCRIPT`` and ends the process by SIGINT.
+            raise
+        return EXIT_INTERRUPTED
 
 
 def _dispatch(args_list: list[str]) -> int:

@@ -21,9 +21,12 @@ MODULE`` would:
   so iostream's own ``IOLoop`` in the program, and programs it starts with
   this launcher, use the same poller.
 
-Differences from ``python SCRIPT``, all small: a ``KeyboardInterrupt`` that
-ends the program prints its traceback and exits with status 130
-(128 + SIGINT) instead of killing the process with SIGINT; a script that
+A ``KeyboardInterrupt`` that ends the program is left to the interpreter, as
+under ``python SCRIPT``: it prints the traceback and then ends the process
+by SIGINT (not ``exit(130)``), so that the shell or the parent process sees
+an interrupted program and stops too (a shell loop around it, ``make``).
+
+Differences from ``python SCRIPT``, all small: a script that
 cannot be opened, or a module that cannot be found, is reported in one line
 starting with ``iostream: error:``, as every command's failures are
 (status 2 and 1, as Python's). A
@@ -60,8 +63,6 @@ __all__ = ["main"]
 
 #: Exit status for a usage error or a poller that cannot be used.
 EXIT_USAGE = 2
-#: Exit status after an uncaught KeyboardInterrupt (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 
 _HELP = """\
 usage: {prog} [--poller NAME] (SCRIPT | -m MODULE) [ARGS...]
@@ -208,10 +209,10 @@ def main(argv: list[str]) -> int:
     _install_excepthook()
     _release_logging()
     try:
+        # A KeyboardInterrupt passes through: the interpreter prints it (with
+        # the hook above) and then kills the process with SIGINT, as it does
+        # for `python SCRIPT`, when it reaches the top uncaught.
         _execute(command)
-    except KeyboardInterrupt as exc:
-        sys.excepthook(type(exc), exc, exc.__traceback__)
-        return EXIT_INTERRUPTED
     except ImportError as exc:
         if _program_traceback(exc.__traceback__) is not None:
             raise  # raised by the program itself: its traceback is printed

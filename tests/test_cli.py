@@ -200,10 +200,14 @@ def test_version() -> None:
     assert result.stdout.decode().strip() == f"iostream {__version__}"
 
 
-@pytest.mark.parametrize(
-    ("command", "module"),
-    [("run", "iostream._run"), ("doctor", "iostream._doctor"), ("bench", "iostream.bench")],
-)
+PASSTHROUGH_MODULES = {
+    "run": "iostream._run",
+    "doctor": "iostream._doctor",
+    "bench": "iostream.bench",
+}
+
+
+@pytest.mark.parametrize(("command", "module"), list(PASSTHROUGH_MODULES.items()))
 def test_passthrough_commands_get_raw_arguments(
     monkeypatch: pytest.MonkeyPatch, command: str, module: str
 ) -> None:
@@ -222,6 +226,29 @@ def test_passthrough_commands_get_raw_arguments(
     raw = ["--poller", "poll", "-m", "pkg.mod", "--help", "-v", "x y"]
     assert _cli.main(["-v", command, *raw]) == 7
     assert seen == [raw]
+
+
+@pytest.mark.parametrize("command", ["run", "doctor", "bench"])
+def test_ctrl_c_is_exit_130_except_for_runs_program(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Ctrl-C ends iostream's own commands with 130; run's program's interrupt passes
+    through to the interpreter, which ends the process by SIGINT as under python."""
+    import types
+
+    module = PASSTHROUGH_MODULES[command]
+    fake = types.ModuleType(module)
+
+    def fake_main(argv: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    fake.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module, fake)
+    if command == "run":
+        with pytest.raises(KeyboardInterrupt):
+            _cli.main([command, "prog.py"])
+    else:
+        assert _cli.main([command]) == _cli.EXIT_INTERRUPTED == 130
 
 
 # ------------------------------------------------------------ URL / HTTP units

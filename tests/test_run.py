@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -190,14 +191,59 @@ def test_exit_codes_are_pythons(tmp_path: Path) -> None:
         assert (plain.returncode, plain.stderr) == (code, stderr), source
 
 
-def test_keyboard_interrupt_prints_the_traceback_and_exits_130(tmp_path: Path) -> None:
+def test_keyboard_interrupt_prints_the_traceback_and_dies_as_pythons(tmp_path: Path) -> None:
+    # Python ends a program that a KeyboardInterrupt ends by SIGINT (on POSIX:
+    # returncode -2), so that a shell loop or make around it stops too; an
+    # exit(130) would look like a program that chose to fail.
     script = tmp_path / "interrupted.py"
     script.write_text("def stop():\n    raise KeyboardInterrupt\n\nstop()\n")
-    ours = _launch([str(script)], tmp_path)
-    assert ours.returncode == 130
     plain = _run([str(script)], tmp_path)
-    assert ours.stderr == plain.stderr
-    assert ours.stderr.rstrip().endswith("KeyboardInterrupt")
+    for launcher in (["-m", "iostream", "run"], ["-m", "iostream._run"]):
+        ours = _run([*launcher, str(script)], tmp_path)
+        assert ours.returncode == plain.returncode, launcher
+        assert ours.stderr == plain.stderr, launcher
+    if sys.platform != "win32":
+        assert plain.returncode == -signal.SIGINT
+    assert plain.stderr.rstrip().endswith("KeyboardInterrupt")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is delivered by os.kill on POSIX")
+def test_ctrl_c_ends_an_asyncio_program_as_under_python(tmp_path: Path) -> None:
+    # A real SIGINT to a program blocked in asyncio.run on iostream's loop:
+    # asyncio.Runner's handler cancels the main task through
+    # call_soon_threadsafe (so the loop must wake), then re-raises.
+    script = tmp_path / "waits.py"
+    script.write_text(
+        "import asyncio\n"
+        "async def main():\n"
+        "    print('READY', type(asyncio.get_running_loop()._selector).__module__, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    results = {}
+    for name, args in (("plain", [str(script)]), ("ours", ["-m", "iostream", "run", str(script)])):
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            assert ready.startswith("READY"), ready
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        results[name] = (ready.split()[1], proc.returncode, err.splitlines()[-1:])
+    assert results["plain"][0] == "selectors"
+    assert results["ours"][0].startswith("iostream")
+    assert results["plain"][1:] == results["ours"][1:] == (-signal.SIGINT, ["KeyboardInterrupt"])
 
 
 def test_iostream_logging_reaches_stderr_as_under_python(tmp_path: Path) -> None:
