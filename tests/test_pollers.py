@@ -251,6 +251,26 @@ class TestContract:
         except ConnectionResetError:
             pass
 
+    @pytest.mark.parametrize("registered", [ERROR, 0])
+    def test_peer_reset_on_error_only_registration(
+        self, poller: Poller, pair: Pair, name: str, registered: int
+    ) -> None:
+        # docs/guarantees.md, "Event bits": every poller but select reports an
+        # error on an fd registered for ERROR alone or nothing; select has no
+        # set to put it in, and says nothing (a stream watches READ while idle).
+        a, b = pair
+        poller.register(b, registered)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        a.close()
+        if self.sees_errors(name):
+            events, _ = poll_until(poller, b.fileno(), ERROR)
+            assert events & ERROR and not events & ~ERROR, events
+        else:
+            assert poller.poll(0.05) == []
+            poller.modify(b, READ)
+            events, _ = poll_until(poller, b.fileno(), READ)
+            assert events == READ
+
     def test_failed_connect(self, poller: Poller, name: str) -> None:
         with refused_connect() as sock:
             poller.register(sock, WRITE)

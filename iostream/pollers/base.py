@@ -248,13 +248,14 @@ def check_events(events: int) -> int:
 
 # Pollers whose kernel object must be re-created in a child after fork().
 #
-# Why: an epoll or /dev/poll fd is a reference to one kernel object, and
-# fork() copies the reference, not the object. A child that goes on using its
-# copy adds and removes fds in the *parent's* interest set (and sees the
-# parent's events): a child that unregisters an fd it inherited silently
-# stops the parent from hearing about it. kqueue is the opposite trap: it is
-# not inherited at all (the child's copy is invalid, every call fails with
-# EBADF). Either way the fix is the same: in the child, open a fresh kernel
+# Why: an epoll fd is a reference to one kernel object, and fork() copies the
+# reference, not the object. A child that goes on using its copy adds and
+# removes fds in the *parent's* interest set (and sees the parent's events):
+# a child that unregisters an fd it inherited silently stops the parent from
+# hearing about it. kqueue and /dev/poll are the opposite trap: the child
+# cannot use what it inherits (kqueue is not inherited, every call fails
+# with EBADF; /dev/poll's writes and ioctls fail with EACCES in the child,
+# poll(4D)). Either way the fix is the same: in the child, open a fresh kernel
 # object and re-register what the table says. We do it eagerly from an
 # ``os.register_at_fork`` hook rather than comparing ``os.getpid()`` on every
 # ``poll()``: the hook costs nothing per loop iteration, and a WeakSet keeps

@@ -18,8 +18,10 @@ class DevpollPoller(PollPoller):
     """Solaris /dev/poll, with poll()'s semantics."""
 
     name = "devpoll"
-    # Why: a /dev/poll fd is, like epoll's, one kernel object shared with a
-    # forked child through the inherited fd; the child must get its own.
+    # Why: a forked child inherits the /dev/poll fd but may not use it. poll(4D)
+    # (illumos; poll(7D) on Solaris): "Any attempt to write or do ioctl by the
+    # child process will result in an EACCES error. The child process should
+    # close the inherited /dev/poll file descriptor and open its own".
     _reopen_after_fork = True
     # No _doorbell_fd, unlike epoll and kqueue: Solaris documents no poll
     # readiness for a /dev/poll fd itself, so FallbackPoller mirrors its fds.

@@ -15,8 +15,12 @@ beside the code it concerns:
   exceptional set, never as writable; and a call with no fd at all fails
   (WSAEINVAL) instead of sleeping.
 
-select() sees a hang-up only as READ (then ``recv`` returns ``b""``), which
-is enough for a stream. Bits returned are exactly READ, WRITE and ERROR.
+select() sees a hang-up only as READ (then ``recv`` returns ``b""``), and an
+error only on an fd in the read set (POSIX's exceptional set means
+out-of-band data, not errors; Windows also puts a failed connect there): an
+fd registered for ERROR alone, or no events, is in no set and is never
+reported. That is enough for a stream, which watches READ while idle.
+Bits returned are exactly READ, WRITE and ERROR.
 """
 
 from __future__ import annotations
