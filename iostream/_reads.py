@@ -125,15 +125,19 @@ class _ReadUntilRegex(_PendingRead):
         self.max_bytes = max_bytes
 
     def complete(self, buffer: ReadBuffer, closed: bool) -> bytes | None:
+        # The whole buffer is searched, and a match that ends past max_bytes
+        # fails the read (Tornado's rule). Why not search only the first
+        # max_bytes: the regex engine takes that bound for the end of the
+        # input, so ``$``, ``\b`` and lookaheads would match at byte
+        # max_bytes where the stream's data goes on (rb"foo\b" in b"foobar").
         max_bytes = self.max_bytes
         size = buffer.size
-        end = size if max_bytes is None or max_bytes > size else max_bytes
-        stop = buffer.search(self.pattern, end)
+        stop = buffer.search(self.pattern, size)
+        if max_bytes is not None and (stop > max_bytes or (stop < 0 and size > max_bytes)):
+            raise UnsatisfiableReadError(
+                f"pattern {self.pattern.pattern!r} not matched within max_bytes={max_bytes}"
+            )
         if stop < 0:
-            if max_bytes is not None and size >= max_bytes:
-                raise UnsatisfiableReadError(
-                    f"pattern {self.pattern.pattern!r} not matched within max_bytes={max_bytes}"
-                )
             return None
         return buffer.take(stop)
 

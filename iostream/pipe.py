@@ -48,6 +48,9 @@ class PipeIOStream(BaseIOStream):
         self._fd = fd
         self._owner = owner
         self._peer = "pipe"
+        # A write end: never read ahead for a close callback (reading it
+        # fails with EBADF), and its hang-up (the reader gone) closes it.
+        self._readable = _access_mode(fd) != os.O_WRONLY
 
     def close_fd(self) -> None:
         """Close the fd (through the file object, if one was given)."""
@@ -79,3 +82,10 @@ class PipeIOStream(BaseIOStream):
                 if is_would_block(exc):
                     return 0
                 raise
+
+
+def _access_mode(fd: int) -> int:
+    """``O_RDONLY``, ``O_WRONLY`` or ``O_RDWR``: how *fd* was opened."""
+    import fcntl  # POSIX only, as PipeIOStream is
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE

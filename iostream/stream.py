@@ -31,8 +31,8 @@ State (:class:`StreamState`), every transition made here::
   clean close); buffered data still satisfies reads.
 
 What is watched is decided by one rule, :meth:`BaseIOStream._wanted_events`:
-in ``OPEN``, READ while a read is pending or (with a close callback) the
-buffer has room, WRITE while bytes are queued or the transport must write
+in ``OPEN``, READ while a read is pending or (with a close callback, on an
+fd that can be read) the buffer has room, WRITE while bytes are queued or the transport must write
 to go on (``_needs_write``: TLS renegotiation); ERROR always.
 
 Invariants between the helper fields:
@@ -72,8 +72,11 @@ Cancellation: cancelling the Future of a pending read (``asyncio.wait_for``
 timing out, a task cancelled) withdraws that read; bytes it had not taken
 stay buffered for the next read, and the stream stays open. (A read whose
 Future already has its result owns those bytes: cancelling the awaiting
-task after that loses them, as in asyncio and Tornado.) Cancelling a write
-or connect Future changes nothing on the wire.
+task after that loses them, as in asyncio and Tornado.) A cancelled
+``read_into`` lets go of the caller's buffer before the awaiting code
+resumes (a done callback of its Future withdraws it): the stream never
+writes into it again, and the bytes it had received move to the stream's
+buffer. Cancelling a write or connect Future changes nothing on the wire.
 
 Back-pressure and read-ahead (what is received, and when). The stream
 receives only while someone wants the data:
@@ -164,6 +167,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+import functools
 import logging
 import mmap
 import numbers
@@ -449,6 +453,9 @@ class BaseIOStream:
         # again only once READ or WRITE is wanted (else the poller would
         # report the hang-up on every iteration).
         self._parked = False
+        # False for an fd that can only be written (a pipe's write end): no
+        # read-ahead for a close callback, and a hang-up on it is final.
+        self._readable = True
         # READ is unwatched lazily (see _update_events): True once a READ
         # event found nobody wanting the data, so the next update drops it.
         self._read_unwanted = False
@@ -704,7 +711,19 @@ class BaseIOStream:
         # Invariant: while a read has a target, the read buffer is empty.
         read.filled = buffer.take_into(view)
         self._start_read(read)
+        if future is not None and self._pending is read:
+            # Cancellation must free the caller's buffer before the caller
+            # runs again (it may reuse it): Future callbacks run in the order
+            # added, so this one runs before the awaiting task resumes.
+            future.add_done_callback(functools.partial(self._read_into_done, read))
         return future
+
+    def _read_into_done(self, read: _ReadInto, future: asyncio.Future[int]) -> None:
+        """A read_into's Future is done: if cancelled while pending, withdraw it now."""
+        if future.cancelled() and self._pending is read:
+            self._withdraw(read)
+            if not self._draining:
+                self._update_events()
 
     @overload
     def read_until_close(
@@ -789,8 +808,11 @@ class BaseIOStream:
             else:
                 buffer.append(data)
         all_sent = self._bytes_sent >= self._bytes_queued and self._state is _OPEN
-        if future is not None and all_sent and not self._write_callbacks:
-            future.set_result(None)  # runs no user code: resolve now
+        if future is not None and all_sent and not self._write_callbacks and not self._ready:
+            # Runs no user code: resolve now. (Not while an earlier write's
+            # callback waits in _ready: an awaited done Future resumes its
+            # coroutine at once, which would pass that callback.)
+            future.set_result(None)
         else:
             if future is not None:
                 callback = _FutureCallback(future)
@@ -1126,7 +1148,9 @@ class BaseIOStream:
         if state is _OPEN:
             events = ERROR
             if self._pending is not None or (
-                self._close_callback is not None and self._read_buffer.size < self.max_buffer_size
+                self._close_callback is not None
+                and self._readable
+                and self._read_buffer.size < self.max_buffer_size
             ):
                 events = READ | ERROR
             if self._write_buffer.size or self._needs_write:
@@ -1165,17 +1189,19 @@ class BaseIOStream:
             # lazily, below).
             return
         events = self._wanted_events()
+        if self._parked and events:
+            if not events & (READ | WRITE):
+                # Parked (the hang-up was heard once): unwatched, also when
+                # ERROR alone was watched already (else it fires every turn).
+                if self._events is not None:
+                    self._events = None
+                    self.io_loop.remove_handler(self)
+                return
+            self._parked = False
         if events != current and events:
-            if current == events | READ and not self._read_unwanted and not self._parked:
+            if current == events | READ and not self._read_unwanted:
                 return  # keep READ watched for now (lazy; see above)
             self._read_unwanted = False
-            if self._parked:
-                if not events & (READ | WRITE):
-                    if self._events is not None:
-                        self._events = None
-                        self.io_loop.remove_handler(self)
-                    return
-                self._parked = False
             self._set_events(events)
 
     def _set_events(self, events: int) -> None:
@@ -1232,7 +1258,7 @@ class BaseIOStream:
             if read is None:
                 # Idle: read ahead only to notice the peer's close, bounded.
                 room = self.max_buffer_size - buffer.size
-                if self._close_callback is None or room <= 0:
+                if self._close_callback is None or room <= 0 or not self._readable:
                     if attempt == 0 and events & READ:
                         # Data nobody wants yet: stop watching READ now
                         # (it was kept watched lazily: _update_events).
@@ -1344,14 +1370,29 @@ class BaseIOStream:
     def _on_fd_error(self) -> None:
         """ERROR while not receiving: close with the fd's pending error.
 
-        A hang-up with no error pending (a pipe's writer closed, say) may
-        still leave unread data: the stream is parked (unwatched) until a
-        read or a write wants the fd again, instead of hearing the same
-        hang-up on every loop iteration.
+        Bytes waiting to be sent are tried first: the write fails with the
+        real error (EPIPE) and closes the stream. Why: Linux reports a pipe
+        whose reader has gone, while the pipe is full, as EPOLLERR / POLLERR
+        alone (no room, so no WRITE), and the write that would fail is
+        otherwise never tried. On an fd that can only be written (a pipe's
+        write end) a hang-up is final: the reader is gone, the stream
+        closes with ``BrokenPipeError``. Otherwise a hang-up with no error
+        pending (a pipe's writer closed, say) may still leave unread data:
+        the stream is parked (unwatched) until a read or a write wants the
+        fd again, instead of hearing the same hang-up on every loop
+        iteration.
         """
+        if self._write_buffer.size:
+            self._handle_write()
+            if self._state is not _OPEN:
+                return
         error = self.get_fd_error()
         if error is not None:
             self._close_logged(error, "error on read from")
+        elif not self._readable:
+            self._close_logged(
+                BrokenPipeError(errno.EPIPE, "the reader closed its end"), "hang-up on"
+            )
         else:
             self._parked = True
 
@@ -1757,12 +1798,16 @@ class IOStream(BaseIOStream):
         )
         new._peer = self._peer
         new.set_close_callback(close_callback)
+        # The handshake's first step ran in the constructor, and may already
+        # have failed (the peer closed, or answered STARTTLS with plain
+        # text): then *new* is closed, and only wait_for_handshake knows to
+        # fail the Future with its error instead of waiting for ever.
         if callback is not None:
-            new.wait_for_handshake(lambda: callback(new))
+            if not new.closed():
+                new.wait_for_handshake(lambda: callback(new))
+            # (closed: the callback never runs; the close callback reports it)
             return None
-        future: asyncio.Future[SSLIOStream] = self.io_loop.create_future()
-        new._handshake_waiters.append(_FutureCallback(future, new, handshake=True))
-        return future
+        return new.wait_for_handshake()
 
 
 class SSLIOStream(IOStream):

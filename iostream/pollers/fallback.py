@@ -38,12 +38,14 @@ hear the primary too (a *doorbell*):
   primary's table, ``Poller._registered``, and ``Poller._closed``: the
   three things asked of a primary.)
 - a primary with no such fd (select, poll; /dev/poll, whose fd Solaris
-  does not document as pollable) cannot ring anything, so
-  the secondary also watches a *mirror* of each primary fd registered for
-  READ or WRITE (the primary's own table, synced before a wait when it
-  changed). When a mirror rings, ``primary.poll(0)`` gives the primary's
-  own verdict, so its fds keep the primary's semantics (select's
-  "hang-up is READ", its EBADF recovery). A mirror that rings while the
+  does not document as pollable) cannot ring anything, so the secondary
+  also watches a *mirror* of each primary fd (the primary's own table,
+  synced before a wait when it changed), for READ and WRITE as
+  registered; an fd registered for ERROR alone is mirrored with no
+  events, which poll() still wakes for on an error or a hang-up. When a
+  mirror rings, ``primary.poll(0)`` gives the primary's own verdict, so
+  its fds keep the primary's semantics (select's "hang-up is READ", its
+  EBADF recovery). A mirror that rings while the
   primary reports nothing for it (poll sees a hang-up on an fd only
   watched for WRITE, which select never reports) is muted until that fd is
   registered or modified again: otherwise it would wake every wait at once.
@@ -641,7 +643,10 @@ class FallbackPoller(Poller):
         mirror = self._mirror
         assert waiter is not None and mirror is not None
         muted = self._muted
-        want = {fd: ev & _RW for fd, ev in table.items() if ev & _RW and fd not in muted}
+        # Every fd, also one registered for ERROR alone (mirrored with no
+        # events: poll() still reports its errors and hang-ups, so an idle
+        # stream's reset wakes the wait; select() then watches nothing).
+        want = {fd: ev & _RW for fd, ev in table.items() if fd not in muted}
         for fd in [fd for fd in mirror if want.get(fd) is None]:
             del mirror[fd]
             waiter.unregister(fd)
