@@ -30,9 +30,13 @@ whose machinery is the asyncio loop's:
 - ``poller`` does not exist (``AttributeError``): asyncio picked the
   selector.
 
-One AsyncioIOLoop per asyncio loop, held in a weak table: the IOLoop holds
-its asyncio loop only weakly too, so a finished ``asyncio.run`` leaves
-nothing behind.
+One AsyncioIOLoop per asyncio loop at a time, found through a weak table
+(the loop weakly to a weak reference of its IOLoop). The IOLoop holds its
+asyncio loop strongly, so ``IOLoop.from_asyncio(asyncio.new_event_loop())
+.run_sync(main)`` works with no other reference to the asyncio loop; and
+whoever holds the IOLoop (its streams, a caller) keeps both alive, while
+nothing keeps either alive once the IOLoop is dropped: a finished
+``asyncio.run`` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import socket
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from iostream._platform import _WINDOWS
 from iostream.ioloop import _NOT_PROVIDED, IOLoop, Timeout, _current, app_log
@@ -56,9 +60,11 @@ __all__ = ["AsyncioIOLoop", "bridge_for"]
 
 _T = TypeVar("_T")
 
-_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioIOLoop] = (
-    weakref.WeakKeyDictionary()
-)
+# Weak both ways: a value that referred to its key strongly would keep the
+# entry (and the asyncio loop) alive for ever.
+_bridges: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.ReferenceType[AsyncioIOLoop]
+] = weakref.WeakKeyDictionary()
 _bridges_lock = threading.Lock()
 
 
@@ -85,10 +91,11 @@ def bridge_for(loop: asyncio.AbstractEventLoop | None = None) -> IOLoop:
     if loop.is_closed():
         raise RuntimeError("IOLoop.from_asyncio(): that asyncio loop is closed")
     with _bridges_lock:
-        bridge = _bridges.get(loop)
+        ref = _bridges.get(loop)
+        bridge = None if ref is None else ref()
         if bridge is None or bridge._closed:
             bridge = AsyncioIOLoop(loop)
-            _bridges[loop] = bridge
+            _bridges[loop] = weakref.ref(bridge)
     return bridge
 
 
@@ -116,14 +123,23 @@ class _AsyncioTimeout(Timeout):
             handle.cancel()
 
 
+class _AsyncioTimerHandle(_AsyncioTimeout):
+    """asyncio's ``call_later``/``call_at`` on this IOLoop: an exception from
+    the callback goes to the exception handler (as in asyncio)."""
+
+    __slots__ = ()
+
+    _reports_to_handler: ClassVar[bool] = True
+
+
 class AsyncioIOLoop(IOLoop):
     """An IOLoop on an asyncio loop; made by :meth:`IOLoop.from_asyncio`
     (see the module docstring)."""
 
     def __init__(self, asyncio_loop: asyncio.AbstractEventLoop) -> None:
         # Not IOLoop.__init__: no poller, no waker, no timer heap.
-        # Weakly: the table of bridges holds this object strongly.
-        self._loop_ref = weakref.ref(asyncio_loop)
+        # Strongly (the module docstring says why that leaks nothing).
+        self._loop = asyncio_loop
         self._closed = False
         #: fd -> [the object passed, its handler, its events].
         self._entries: dict[int, list[Any]] = {}
@@ -133,11 +149,8 @@ class AsyncioIOLoop(IOLoop):
 
     @property
     def asyncio_loop(self) -> asyncio.AbstractEventLoop:
-        """The asyncio loop underneath (RuntimeError once it was collected)."""
-        loop = self._loop_ref()
-        if loop is None:
-            raise RuntimeError("the asyncio loop of this IOLoop no longer exists")
-        return loop
+        """The asyncio loop underneath."""
+        return self._loop
 
     @property
     def _futures_loop(self) -> asyncio.AbstractEventLoop:  # type: ignore[override]
@@ -272,6 +285,7 @@ class AsyncioIOLoop(IOLoop):
         callback: Callable[..., object],
         args: tuple[Any, ...],
         context: contextvars.Context | None,
+        kind: type[Timeout] = Timeout,
     ) -> Timeout:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
@@ -279,7 +293,8 @@ class AsyncioIOLoop(IOLoop):
             context = contextvars.copy_context()
         elif not isinstance(context, contextvars.Context):
             raise TypeError(f"context must be a contextvars.Context, not {type(context).__name__}")
-        handle = _AsyncioTimeout(when, callback, args, context)
+        cls = _AsyncioTimerHandle if kind._reports_to_handler else _AsyncioTimeout
+        handle = cls(when, callback, args, context)
         loop = self.asyncio_loop
         if self._on_loop_thread(loop):
             self._arm(handle)
@@ -300,7 +315,7 @@ class AsyncioIOLoop(IOLoop):
             return
         handle.callback = None
         handle._handle = None
-        self._run_callback(callback, handle.args)
+        self._run_callback(callback, handle.args, None, handle)
 
     # -- running -------------------------------------------------------------------
 
@@ -332,9 +347,9 @@ class AsyncioIOLoop(IOLoop):
         if self._closed:
             return
         self._closed = True
-        loop = self._loop_ref()
+        loop = self._loop
         for fd, (fileobj, _, events) in list(self._entries.items()):
-            if loop is not None and not loop.is_closed():
+            if not loop.is_closed():
                 if events & READ:
                     _quietly(loop.remove_reader, fd)
                 if events & WRITE:
@@ -354,7 +369,8 @@ class AsyncioIOLoop(IOLoop):
         if getattr(_current, "loop", None) is self:
             IOLoop.clear_current()
         with _bridges_lock:
-            if loop is not None and _bridges.get(loop) is self:
+            ref = _bridges.get(loop)
+            if ref is not None and ref() is self:
                 del _bridges[loop]
 
     # -- asyncio's interface: the asyncio loop's own ---------------------------------
@@ -408,9 +424,8 @@ class AsyncioIOLoop(IOLoop):
         return self.asyncio_loop.run_in_executor(executor, func, *args)
 
     def __repr__(self) -> str:
-        loop = self._loop_ref()
         state = "closed" if self._closed else f"handlers={len(self._entries)}"
-        return f"<AsyncioIOLoop on {loop!r} {state}>"
+        return f"<AsyncioIOLoop on {self._loop!r} {state}>"
 
 
 def _quietly(remove: Callable[[int], object], fd: int) -> None:

@@ -106,6 +106,11 @@ class Timeout:
 
     __slots__ = ("_cancelled", "_loop", "args", "callback", "context", "deadline")
 
+    #: True for asyncio's call_later/call_at timers: an exception from the
+    #: callback goes to the loop's exception handler (Tornado's add_timeout
+    #: logs it on the ``iostream`` logger).
+    _reports_to_handler: ClassVar[bool] = False
+
     def __init__(
         self,
         deadline: float,
@@ -150,22 +155,48 @@ class Timeout:
 _Timeout = Timeout
 
 
+def _callback_name(callback: Callable[..., object], args: tuple[Any, ...]) -> object:
+    """The user's callback of a queued ``(callable, args)`` entry, for error
+    reports: :meth:`IOLoop.add_callback` queues ``Context.run`` with the
+    callback as its first argument."""
+    if args and isinstance(getattr(callback, "__self__", None), contextvars.Context):
+        return args[0]
+    return callback
+
+
+class _TimerHandle(Timeout):
+    """A :class:`Timeout` made by asyncio's ``call_later`` / ``call_at``: an
+    exception from its callback goes to the loop's exception handler (as in
+    asyncio), not to the ``iostream`` log directly (Tornado's ``add_timeout``)."""
+
+    __slots__ = ()
+
+    _reports_to_handler: ClassVar[bool] = True
+
+
 class Handle:
     """What :meth:`IOLoop.call_soon` returns: asyncio's ``Handle`` interface.
 
     The callback runs in the :class:`contextvars.Context` it was given (a
-    copy of the caller's when none was), as in asyncio.
+    copy of the caller's when none was), as in asyncio; an exception it
+    raises goes to the loop's :meth:`IOLoop.call_exception_handler`, as in
+    asyncio.
     """
 
-    __slots__ = ("_args", "_callback", "_cancelled", "_context")
+    __slots__ = ("_args", "_callback", "_cancelled", "_context", "_loop")
 
     def __init__(
-        self, callback: Callable[..., object], args: tuple[Any, ...], context: contextvars.Context
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context,
+        loop: IOLoop,
     ) -> None:
         self._callback: Callable[..., object] | None = callback
         self._args = args
         self._context = context
         self._cancelled = False
+        self._loop = loop
 
     def cancel(self) -> None:
         """Make sure the callback does not run; a no-op once it ran."""
@@ -187,7 +218,12 @@ class Handle:
             return None
         self._callback = None
         # asyncio ignores what a call_soon callback returns: so does this.
-        self._context.run(callback, *self._args)
+        try:
+            self._context.run(callback, *self._args)
+        except Exception as exc:
+            self._loop.call_exception_handler(
+                {"message": f"Exception in callback {callback!r}", "exception": exc, "handle": self}
+            )
         return None
 
     def __repr__(self) -> str:
@@ -438,7 +474,9 @@ class IOLoop:
         as it was passed. Adding an fd that already has a handler raises
         :class:`FileExistsError` and keeps the first handler. The poller may
         refuse the fd (``select`` above its limit: :class:`ValueError`); then
-        nothing is registered.
+        nothing is registered. Handlers run in the loop's own
+        :class:`contextvars.Context` (a copy of the one :meth:`start` was
+        called in; nothing they set reaches that caller).
         """
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
@@ -510,11 +548,16 @@ class IOLoop:
         Safe from any thread and from signal handlers: ``deque.append`` is
         atomic, and a loop sleeping in ``poll`` (or running in another
         thread) is woken through its socket pair. Callbacks added while
-        callbacks run, run on the next iteration.
+        callbacks run, run on the next iteration. The callback runs in a
+        copy of the caller's :class:`contextvars.Context` (as ``call_soon``
+        and Tornado on asyncio do): a ``ContextVar`` it sets is not seen by
+        other callbacks.
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        self._callbacks.append((callback, args))
+        # (The queue holds (callable, args): Context.run with the callback as
+        # its first argument; _callback_name() names it in error reports.)
+        self._callbacks.append((contextvars.copy_context().run, (callback, *args)))
         # Same thread and not sleeping: the loop looks at the queue before it
         # next polls, so no wake-up byte is needed (the common, fast case).
         # A signal handler runs on the loop's thread *while* it sleeps in
@@ -606,8 +649,10 @@ class IOLoop:
             when = self.time() + deadline.total_seconds()
         elif isinstance(deadline, numbers.Real) and not isinstance(deadline, bool):
             when = float(deadline)
-            if not math.isfinite(when):
-                raise ValueError(f"deadline must be a finite number, got {deadline!r}")
+            if math.isnan(when):
+                # A NaN would sit on top of the heap for ever, blocking every
+                # later timer. (An infinite deadline is fine: "never".)
+                raise ValueError(f"deadline must be a number, got {deadline!r}")
         else:
             raise TypeError(
                 "deadline must be a number on IOLoop.time()'s clock or a timedelta, "
@@ -625,15 +670,19 @@ class IOLoop:
         """Call ``callback(*args)`` after *delay* seconds; return the handle.
 
         The handle is a :class:`Timeout` (``cancel()``, ``when()``); see
-        :meth:`add_timeout` for *context*.
+        :meth:`add_timeout` for *context*. As in asyncio, *delay* may be
+        ``math.inf`` (never, until cancelled), and an exception from the
+        callback goes to :meth:`call_exception_handler`.
         """
         if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
             raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
-        if not math.isfinite(delay):
+        if math.isnan(delay):
             # A NaN deadline would sit on top of the heap for ever, blocking
-            # every later timer; an infinite one is "never": don't add it.
-            raise ValueError(f"delay must be a finite number of seconds, got {delay!r}")
-        return self._schedule(self.time() + float(delay), callback, args, context)
+            # every later timer. An infinite one is "never", as in asyncio
+            # (asyncio.sleep(math.inf), timeout(math.inf)): it stays on the
+            # heap, cancellable, and the wait is capped (MAX_TIMEOUT).
+            raise ValueError(f"delay must be a number of seconds, got {delay!r}")
+        return self._schedule(self.time() + float(delay), callback, args, context, _TimerHandle)
 
     def call_at(
         self,
@@ -642,8 +691,18 @@ class IOLoop:
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> Timeout:
-        """Call ``callback(*args)`` at *when* on :meth:`time`'s clock."""
-        return self.add_timeout(when, callback, *args, context=context)
+        """Call ``callback(*args)`` at *when* on :meth:`time`'s clock.
+
+        asyncio's ``call_at``: unlike :meth:`add_timeout`'s, an exception
+        from this callback goes to :meth:`call_exception_handler`.
+        """
+        if not isinstance(when, numbers.Real) or isinstance(when, bool):
+            raise TypeError(
+                f"when must be a number on IOLoop.time()'s clock, not {type(when).__name__}"
+            )
+        if math.isnan(when):
+            raise ValueError(f"when must be a number, got {when!r}")
+        return self._schedule(float(when), callback, args, context, _TimerHandle)
 
     def _schedule(
         self,
@@ -651,6 +710,7 @@ class IOLoop:
         callback: Callable[..., object],
         args: tuple[Any, ...],
         context: contextvars.Context | None,
+        kind: type[Timeout] = Timeout,
     ) -> Timeout:
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
@@ -658,7 +718,7 @@ class IOLoop:
             context = contextvars.copy_context()
         elif not isinstance(context, contextvars.Context):
             raise TypeError(f"context must be a contextvars.Context, not {type(context).__name__}")
-        handle = Timeout(when, callback, args, self, context)
+        handle = kind(when, callback, args, self, context)
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, handle))
         if threading.get_ident() != self._thread_ident:
@@ -710,7 +770,10 @@ class IOLoop:
             firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
         )
         try:
-            self._run()
+            # In a copy of the caller's context: what fd handlers set in
+            # ContextVars stays in the loop, as in asyncio (where each
+            # handler has its own copy), not in the caller after start().
+            contextvars.copy_context().run(self._run)
         finally:
             self._running = False
             self._stopped = False
@@ -745,26 +808,48 @@ class IOLoop:
                 ):
                     self._drop_cancelled_timers()
 
-            for _ in range(ready):
-                callback, args = callbacks.popleft()
-                # (_run_callback, inlined: once per callback, and every Task
-                # step of a coroutine on this loop is one.)
-                try:
-                    result = callback(*args)
-                except Exception:
-                    app_log.exception("Exception in callback %r", callback)
-                    continue
-                if result is not None:
-                    self._adopt(result, callback)
-            for handle in due:
-                callback = handle.callback  # type: ignore[assignment]
-                if callback is not None:
-                    handle.callback = None
-                    run(callback, handle.args, handle.context)
-                else:
-                    # Cancelled by an earlier one of this batch, after it
-                    # left the heap: remove_timeout counted it as in the heap.
-                    self._cancelled_timers -= 1
+            taken = 0  # timers of `due` taken so far (see the except clause)
+            try:
+                for _ in range(ready):
+                    callback, args = callbacks.popleft()
+                    # (_run_callback, inlined: once per callback, and every
+                    # Task step of a coroutine on this loop is one.)
+                    try:
+                        result = callback(*args)
+                    except Exception:
+                        name = _callback_name(callback, args)
+                        app_log.exception("Exception in callback %r", name)
+                        continue
+                    if result is not None:
+                        # (In the callback's context: a Task made from what
+                        # it returned copies the context it is made in.)
+                        context = getattr(callback, "__self__", None)
+                        if isinstance(context, contextvars.Context):
+                            context.run(self._adopt, result, args[0])
+                        else:
+                            self._adopt(result, callback)
+                for handle in due:
+                    taken += 1
+                    callback = handle.callback  # type: ignore[assignment]
+                    if callback is not None:
+                        handle.callback = None
+                        run(callback, handle.args, handle.context, handle)
+                    else:
+                        # Cancelled by an earlier one of this batch, after it
+                        # left the heap: remove_timeout counted it as in the heap.
+                        self._cancelled_timers -= 1
+            except BaseException:
+                # KeyboardInterrupt or SystemExit from a callback: the timers
+                # of this batch that have not run go back on the heap, so a
+                # loop started again runs them (asyncio keeps them in its
+                # ready queue); dropped, a task's sleep would never end.
+                for handle in due[taken:]:
+                    if handle.callback is None:
+                        self._cancelled_timers -= 1
+                    else:
+                        self._timer_seq += 1
+                        heapq.heappush(timers, (handle.deadline, self._timer_seq, handle))
+                raise
 
             if not self._running:
                 break
@@ -813,11 +898,21 @@ class IOLoop:
         callback: Callable[..., object],
         args: tuple[Any, ...],
         context: contextvars.Context | None = None,
+        timer: Timeout | None = None,
     ) -> None:
         try:
             result = callback(*args) if context is None else context.run(callback, *args)
-        except Exception:
-            app_log.exception("Exception in callback %r", callback)
+        except Exception as exc:
+            if timer is not None and timer._reports_to_handler:
+                self.call_exception_handler(
+                    {
+                        "message": f"Exception in callback {callback!r}",
+                        "exception": exc,
+                        "handle": timer,
+                    }
+                )
+            else:
+                app_log.exception("Exception in callback %r", callback)
             return
         if result is not None:
             # A coroutine or Future returned by a callback is run and its
@@ -979,7 +1074,7 @@ class IOLoop:
             context = contextvars.copy_context()
         elif not isinstance(context, contextvars.Context):
             raise TypeError(f"context must be a contextvars.Context, not {type(context).__name__}")
-        handle = Handle(callback, args, context)
+        handle = Handle(callback, args, context, self)
         # (add_callback, inlined: every Task step of a coroutine on this
         # loop is scheduled here, once per awaited read.)
         self._callbacks.append((handle._run, ()))
