@@ -68,6 +68,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -153,6 +154,11 @@ class Timeout:
 
 #: The old private name of :class:`Timeout`.
 _Timeout = Timeout
+
+
+def _resolve_once(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _callback_name(callback: Callable[..., object], args: tuple[Any, ...]) -> object:
@@ -1221,14 +1227,40 @@ class IOLoop:
                 )
 
     async def shutdown_default_executor(self, timeout: float | None = None) -> None:
-        """Shut the default executor down without blocking the loop."""
+        """Shut the default executor down without blocking the loop.
+
+        As asyncio's: its threads are joined from a thread of their own; if
+        that takes longer than *timeout* seconds, a :class:`RuntimeWarning`
+        says so and the executor is told to shut down without waiting.
+        """
         executor = self._default_executor
         if executor is None:
             return
         self._default_executor = None
-        await self.run_in_executor(
-            concurrent.futures.ThreadPoolExecutor(max_workers=1), executor.shutdown, True
-        )
+        done = self.create_future()
+
+        def join() -> None:
+            try:
+                executor.shutdown(wait=True)
+            finally:
+                try:
+                    self.call_soon_threadsafe(_resolve_once, done)
+                except RuntimeError:
+                    pass  # the loop was closed meanwhile
+
+        thread = threading.Thread(target=join, name="iostream-executor-shutdown", daemon=True)
+        thread.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except asyncio.TimeoutError:
+            warnings.warn(
+                f"the default executor did not finish joining its threads within {timeout} seconds",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            executor.shutdown(wait=False)
+        else:
+            thread.join()
 
     def stop(self) -> None:
         """Make :meth:`start` return after the current iteration.

@@ -192,3 +192,35 @@ def test_from_asyncio_leaves_nothing_behind_once_dropped() -> None:
     del loop, io_loop
     gc.collect()
     assert loop_ref() is None and io_ref() is None
+
+
+def test_shutdown_default_executor_joins_its_threads_and_honours_timeout(io_loop: IOLoop) -> None:
+    # It ignored *timeout* and made (and never shut down) a new one-thread
+    # executor for each call.
+    import threading
+    import warnings
+
+    release = threading.Event()
+
+    async def main() -> list[str]:
+        got = [await io_loop.run_in_executor(None, str, "ran")]
+        await io_loop.shutdown_default_executor()  # joins: nothing blocks it
+        blocked = io_loop.run_in_executor(None, release.wait, LIMIT)
+        await asyncio.sleep(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await io_loop.shutdown_default_executor(timeout=0.01)
+        got += [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        release.set()
+        assert await blocked is True
+        return got
+
+    before = {t.name for t in threading.enumerate()}
+    got = io_loop.run_sync(main, timeout=LIMIT)
+    assert got[0] == "ran"
+    assert len(got) == 2 and "within 0.01 seconds" in got[1], got
+    joiners = [t for t in threading.enumerate() if t.name.startswith("iostream-executor")]
+    for thread in joiners:  # they end once the jobs have: no thread is left behind
+        thread.join(LIMIT)
+        assert not thread.is_alive()
+    assert before.isdisjoint(t.name for t in joiners)
