@@ -1838,6 +1838,8 @@ class SSLIOStream(IOStream):
     ) -> None:
         self._ssl_read_scheduled = False
         self._handshake_done = False
+        # A reset seen in SO_ERROR before OpenSSL read it: see _handle_read.
+        self._reset: OSError | None = None
         self._handshake_waiters: list[Callable[[], object]] = []
         super().__init__(socket, **kwargs)
         self._server_hostname: str | None = None
@@ -2027,6 +2029,14 @@ class SSLIOStream(IOStream):
         # poller would never wake us for them: read until OpenSSL has none,
         # or until back-pressure says stop (then _update_events fetches them
         # when a read wants them).
+        if events & ERROR and self._reset is None and self._state is _OPEN:
+            # Why: OpenSSL 3 reports a connection reset met by SSL_read as an
+            # unexpected EOF, which the ssl module returns as b""
+            # (suppress_ragged_eofs): the reset would pass for the peer's
+            # clean close. The socket's SO_ERROR says ECONNRESET until that
+            # read consumes it: take it first, deliver what was received
+            # before the reset, then close with it (_on_eof).
+            self._reset = IOStream.get_fd_error(self)
         while True:
             super()._handle_read(events)
             sock = self.socket
@@ -2038,6 +2048,21 @@ class SSLIOStream(IOStream):
                 self._close_callback is None or self._read_buffer.size >= self.max_buffer_size
             ):
                 break
+
+    def get_fd_error(self) -> OSError | None:
+        """The socket's pending error (SO_ERROR), or the reset taken from it earlier."""
+        if self._reset is not None:
+            return self._reset
+        return super().get_fd_error()
+
+    def _on_eof(self) -> None:
+        reset = self._reset
+        if reset is None:
+            super()._on_eof()
+            return
+        if self._pending is not None:
+            self._drain()
+        self._close_logged(reset, "error on read from")
 
     def _handle_write(self) -> None:
         super()._handle_write()

@@ -328,3 +328,37 @@ def test_write_future_does_not_overtake_an_earlier_write_callback(
 
     run(io_loop, main)
     assert order == ["first callback", "second awaited"]
+
+
+# ------------------------------------------------- TLS: a reset while reading
+
+
+def test_tls_reset_while_reading_sets_error(
+    io_loop: IOLoop, poller_name: str, streams: StreamKit, tls: TLSFiles
+) -> None:
+    # OpenSSL 3 reports a reset met by SSL_read as an unexpected EOF, which
+    # the ssl module returns as b"": the stream closed with error None, as
+    # for the peer's clean close. A plain stream says ConnectionResetError.
+    import struct
+
+    client, server = streams.ssl_pair(tls)
+
+    async def main() -> BaseException | None:
+        await client.write(b"hi")
+        assert await server.read_bytes(2) == b"hi"  # the handshake is done
+        reading = client.read_until(b"\n")
+        await loop_turns(3)
+        raw = server.socket
+        socket.socket.setsockopt(raw, socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        socket.socket.close(raw)  # a reset, no close_notify
+        with pytest.raises(StreamClosedError) as info:
+            await reading
+        return info.value.real_error
+
+    error = run(io_loop, main)
+    if poller_name == "select":
+        # select reports the reset as READ only; OpenSSL then says EOF.
+        assert error is None or isinstance(error, ConnectionResetError)
+    else:
+        assert isinstance(error, ConnectionResetError), repr(error)
+        assert isinstance(client.error, ConnectionResetError)
