@@ -143,7 +143,15 @@ class _ReadUntilRegex(_PendingRead):
 
 
 class _ReadBytes(_PendingRead):
-    __slots__ = ("filled", "future", "partial", "remaining", "streaming_callback", "target")
+    __slots__ = (
+        "filled",
+        "future",
+        "partial",
+        "populated",
+        "remaining",
+        "streaming_callback",
+        "target",
+    )
 
     def __init__(
         self,
@@ -158,6 +166,9 @@ class _ReadBytes(_PendingRead):
         self.streaming_callback = streaming_callback
         self.target = None
         self.filled = 0
+        #: How much of a direct read's target is mapped in (see
+        #: ``iostream.stream._populate_ahead``).
+        self.populated = 0
         self.remaining = num_bytes
         self.partial = partial
 

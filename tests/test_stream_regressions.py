@@ -362,3 +362,33 @@ def test_tls_reset_while_reading_sets_error(
     else:
         assert isinstance(error, ConnectionResetError), repr(error)
         assert isinstance(client.error, ConnectionResetError)
+
+
+# ------------------------------------------------- a large read_bytes: memory on arrival
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RSS from /proc")
+def test_large_read_bytes_costs_memory_as_data_arrives(io_loop: IOLoop, streams: StreamKit) -> None:
+    # The target of a large read_bytes was mapped in whole (MAP_POPULATE)
+    # before a byte arrived: a peer announcing 64 MiB and sending 1 byte cost
+    # 64 MiB of resident memory at once, per connection.
+    a, b = streams.pair()
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    async def main() -> int:
+        await b.write(b"x")
+        before = rss()
+        reading = a.read_bytes(64 * 1024 * 1024)
+        await loop_turns(10)  # the byte is received into the target
+        grown = rss() - before
+        a.close()
+        with pytest.raises(StreamClosedError):
+            await reading
+        return grown
+
+    grown = run(io_loop, main)
+    assert grown < 20 * 1024 * 1024, f"{grown / 2**20:.1f} MiB resident for 1 byte received"
