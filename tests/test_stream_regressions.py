@@ -392,3 +392,19 @@ def test_large_read_bytes_costs_memory_as_data_arrives(io_loop: IOLoop, streams:
 
     grown = run(io_loop, main)
     assert grown < 20 * 1024 * 1024, f"{grown / 2**20:.1f} MiB resident for 1 byte received"
+
+
+# ------------------------------------------------- memory per idle connection
+
+
+def test_an_idle_streams_attributes_stay_in_a_shared_key_dict(
+    io_loop: IOLoop, streams: StreamKit
+) -> None:
+    # One more instance attribute (_readable) took IOStream to 30, past
+    # what CPython keeps in a key-sharing instance dict: each stream's dict
+    # became a full table, and an idle connection went from 3.5 to 4.8 KiB
+    # (python -m iostream bench --workloads memory). New per-stream state
+    # belongs in an existing attribute or a class default.
+    a, _ = streams.pair()
+    size = sys.getsizeof(vars(a))
+    assert size < 1000, f"{len(vars(a))} attributes, a {size}-byte dict per stream"
