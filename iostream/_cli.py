@@ -35,7 +35,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from iostream._version import __version__
 
@@ -72,8 +72,11 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
-#: The one command that installs the optional HTTP framing ``get`` needs.
-H11_INSTALL = "python -m pip install 'iostream-loop[http]'"
+#: The one command that installs the optional HTTP framing ``get`` needs: the
+#: ``http`` extra's requirement itself, which works however iostream was
+#: installed (the ``iostream-loop`` distribution is not on the package index
+#: yet, so ``pip install 'iostream-loop[http]'`` would not find it).
+H11_INSTALL = "python -m pip install 'h11>=0.14'"
 
 log = logging.getLogger("iostream.cli")
 
@@ -613,15 +616,59 @@ def _exit_code_help() -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that lets a failed write of ``--help`` be seen.
+    """The ArgumentParser of every command: one-line usage errors, visible write failures.
 
-    argparse ignores an ``OSError`` while printing help, usage or the
-    version, so ``--help > /dev/full`` would "succeed" with nothing written.
+    - A usage error (an unknown option, a missing or bad argument) is one
+      line on stderr, ``iostream: error: MESSAGE (see PROG --help)``, and
+      exit code 2, as every other failure of the command line is reported;
+      not argparse's usage block followed by ``PROG: error: MESSAGE``.
+    - argparse ignores an ``OSError`` while printing help, usage or the
+      version, so ``--help > /dev/full`` would "succeed" with nothing
+      written; here it propagates (:func:`parse_command_args` reports it).
     """
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if message:
             (file or sys.stderr).write(message)
+
+    def error(self, message: str) -> NoReturn:
+        """Print *message* as the one-line ``iostream: error:`` and exit with 2."""
+        self.exit(EXIT_USAGE, f"iostream: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def command_parser(prog: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A parser for a command that parses its own arguments (``doctor``, ``bench``).
+
+    It reports usage errors as one line and lets a failed ``--help`` write
+    be seen, as the parser of ``info`` and ``get`` does; parse with
+    :func:`parse_command_args`.
+    """
+    return _Parser(prog=prog, description=description, **kwargs)
+
+
+def parse_command_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> argparse.Namespace | int:
+    """Parse *argv*; return the namespace, or the exit code when the command is done.
+
+    The command is done after ``--help`` (0, with the help flushed to
+    stdout; a failed write is one line and exit 1) and after a usage error
+    (2, its one line already printed). Never raises ``SystemExit``, so that
+    a command run as ``python -m iostream.bench`` reports as it does under
+    ``python -m iostream``.
+    """
+    try:
+        return parser.parse_args(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        if code == EXIT_OK:
+            try:
+                sys.stdout.flush()
+            except OSError as flush_exc:
+                return _fail(str(_stdout_failed(flush_exc)), EXIT_ERROR)
+        return code
+    except OSError as exc:
+        return _fail(str(_stdout_failed(exc)), EXIT_ERROR)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

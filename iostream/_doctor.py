@@ -338,6 +338,41 @@ def _bits(events: int) -> str:
     return "|".join(names) or "nothing"
 
 
+#: What epoll's refusal (EPERM) says of every fd it refuses. True of a regular
+#: file or a directory, not of a device without poll support (``/dev/null``):
+#: for those, :func:`_true_to_the_file` names the file type probed instead.
+_EPOLL_FILE_PHRASE = "a regular file or directory: always ready"
+
+#: ``stat`` file-type tests and the name a cell's detail gives each type.
+_FILE_TYPES: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _true_to_the_file(reason: str, fd: int) -> str:
+    """*reason* (why *fd* fell back), with no claim that a device is a regular file.
+
+    epoll's message says "a regular file or directory: always ready" for
+    every fd it refuses; ``/dev/null`` is a character device, refused for
+    having no poll support, and watched by the fallback's second poller.
+    """
+    if _EPOLL_FILE_PHRASE not in reason:
+        return reason
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return reason
+    kind = next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
+    if kind in ("a regular file", "a directory"):
+        return reason
+    return reason.replace(_EPOLL_FILE_PHRASE, f"{kind} that does not support epoll")
+
+
 class _Prober:
     """Runs the checks of one cell on one poller, collecting problems."""
 
@@ -357,6 +392,8 @@ class _Prober:
         self.registered.add(fd)
         if isinstance(self.poller, FallbackPoller):
             reason = self.poller.fallbacks.get(fd)
+            if reason is not None:
+                reason = _true_to_the_file(reason, fd)
             if reason is not None and reason not in self.fallbacks:
                 self.fallbacks.append(reason)
 
@@ -834,8 +871,10 @@ def _positive_seconds(text: str) -> float:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The ``doctor`` command's argument parser."""
-    parser = argparse.ArgumentParser(
-        prog=prog or _prog(),
+    from iostream._cli import command_parser
+
+    parser = command_parser(
+        prog or _prog(),
         description="Probe every poller available here with every kind of fd this OS has "
         "(TCP and UNIX socket pairs, pipe, FIFO, pty, /dev/tty, regular file, /dev/null) "
         "and a forked child; print the table and the IOSTREAM_POLLER to use.",
@@ -874,9 +913,11 @@ def main(
     *backends* and *default* replace the pollers probed and the default's
     name (for tests: a deliberately broken poller class).
     """
-    from iostream._cli import CLIError, write_stdout
+    from iostream._cli import CLIError, parse_command_args, write_stdout
 
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_command_args(build_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args  # --help, or a usage error (reported)
     report = run_doctor(backends, default=default, timeout=args.timeout)
     try:
         if args.json:

@@ -412,12 +412,143 @@ def test_noise_policy_options_are_checked(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_unknown_peer_or_workload_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--peers", "no-such-peer"]) == 2
-    assert "unknown peer" in capsys.readouterr().err
-    assert main(["--workloads", "no-such-workload"]) == 2
-    assert "unknown workload" in capsys.readouterr().err
-    assert main(["--repeat", "0"]) == 2
-    assert "--repeat" in capsys.readouterr().err
+    """Each is the command line's one ``iostream: error:`` line, not ``bench: ...``."""
+    for args, words in [
+        (["--peers", "no-such-peer"], "unknown peer"),
+        (["--workloads", "no-such-workload"], "unknown workload"),
+        (["--repeat", "0"], "--repeat"),
+        (["--poller", "no-such-poller"], "unknown poller"),
+        (["--repeat", "x"], "--repeat"),
+    ]:
+        assert main(args) == 2, args
+        captured = capsys.readouterr()
+        lines = captured.err.splitlines()
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith("iostream: error: ") and words in lines[0], lines
+        assert captured.out == ""
+
+
+# ------------------------------------------------------------- report output
+
+
+@pytest.fixture
+def no_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Replace the runs themselves with nothing; record how many jobs were run."""
+    from iostream.bench import _main
+
+    ran: list[int] = []
+    monkeypatch.setattr(_main, "_run_all", lambda jobs, ctx, report: ran.append(len(jobs)))
+    return ran
+
+
+QUICK_IDLE = ["--quick", "--workloads", "idle", "--peers", SUBJECT]
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown"])
+@pytest.mark.parametrize("where", ["missing-directory", "directory"])
+def test_an_unwritable_destination_fails_before_anything_runs(
+    option: str,
+    where: str,
+    tmp_path: Path,
+    no_runs: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--json /nonexistent/x.json``: one line and exit 2 at once, not a traceback
+    after the whole run (which lost its results)."""
+    path = tmp_path / "no-such-dir" / "x.out" if where == "missing-directory" else tmp_path
+    assert main([*QUICK_IDLE, option, str(path)]) == 2
+    captured = capsys.readouterr()
+    assert no_runs == []
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"iostream: error: cannot write to {path} ({option}): "
+        + ("No such file or directory" if where == "missing-directory" else "Is a directory")
+    ]
+
+
+def test_checking_a_destination_leaves_no_file_behind(
+    tmp_path: Path, no_runs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early check creates no file of its own: a run that ends before writing
+    (a bad option found later, Ctrl-C) leaves the directory as it was."""
+    out = tmp_path / "results.json"
+    assert main([*QUICK_IDLE, "--json", str(out), "--repeat", "0"]) == 2
+    assert not out.exists()
+    out.write_text("previous results\n", encoding="utf-8")
+    assert main([*QUICK_IDLE, "--json", str(out), "--repeat", "0"]) == 2
+    assert out.read_text(encoding="utf-8") == "previous results\n"
+
+
+def test_markdown_to_a_full_disk_is_one_line_exit_1(
+    no_runs: list[int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--markdown /dev/full``: the run happens, the write fails: one line, exit 1;
+    the other destinations (--json, stdout) are still written."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this OS")
+    out = tmp_path / "results.json"
+    assert main([*QUICK_IDLE, "--markdown", "/dev/full", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert len(no_runs) == 1  # the run happened before the write failed
+    assert captured.err.splitlines()[-1] == (
+        "iostream: error: cannot write to /dev/full (--markdown): No space left on device"
+    )
+    assert "Traceback" not in captured.err
+    assert "Mode: quick" in captured.out
+    assert json.loads(out.read_text(encoding="utf-8"))["config"]["workloads"] == ["idle"]
+
+
+def test_stdout_on_a_full_disk_is_one_line_and_keeps_the_json(tmp_path: Path) -> None:
+    """``bench ... > /dev/full`` (a real, short run): one ``iostream: error:`` line after
+    the progress, exit 1, no traceback; the --json file is written all the same."""
+    import subprocess
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this OS")
+    out = tmp_path / "results.json"
+    package_parent = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(package_parent))
+    env.pop("IOSTREAM_POLLER", None)
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "iostream", "bench", *QUICK_IDLE, "--json", str(out)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "iostream: error: cannot write to standard output: No space left on device"
+    ], stderr
+    assert json.loads(out.read_text(encoding="utf-8"))["config"]["peers"] == [SUBJECT]
+
+
+@pytest.mark.parametrize(
+    ("peer", "module", "requirement"),
+    [
+        ("tornado", "tornado", "tornado>=6"),
+        ("trio", "trio", "trio>=0.22"),
+        ("uvloop-streams", "uvloop", "uvloop>=0.17"),
+    ],
+)
+def test_a_missing_peer_names_the_bench_extras_requirement(
+    peer: str, module: str, requirement: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The note for a missing peer names a command that works: the ``bench`` extra's
+    requirement from the index (``iostream-loop`` itself is not published yet)."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+        bench_extra = tomllib.load(f)["project"]["optional-dependencies"]["bench"]
+    assert any(entry.split(";")[0].strip() == requirement for entry in bench_extra)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    assert PEERS[peer].unavailable() == (
+        f"{module} is not installed (python -m pip install '{requirement}')"
+    )
 
 
 def _report_with(

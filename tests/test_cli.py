@@ -184,6 +184,51 @@ def test_prog_name_follows_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _cli.build_parser().format_usage().startswith("usage: iostream ")
 
 
+@pytest.mark.parametrize(
+    ("args", "help_of"),
+    [
+        (["--bogus"], ""),
+        (["info", "--bogus"], ""),
+        (["info", "--json", "extra"], ""),
+        (["get"], " get"),
+        (["get", "http://127.0.0.1/", "--timeout", "soon"], " get"),
+        (["doctor", "--bogus"], " doctor"),
+        (["doctor", "--timeout", "x"], " doctor"),
+        (["bench", "--bogus"], " bench"),
+        (["bench", "--repeat", "x"], " bench"),
+        (["bench", "--poller", "bogus"], None),
+        (["bench", "--peers", "bogus"], None),
+        (["bench", "--workloads", "bogus"], None),
+        (["bench", "--repeat", "0"], None),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args: list[str], help_of: str | None) -> None:
+    """A bad option or argument, in every command: one ``iostream: error:`` line
+    (pointing at the command's --help where argparse found it), exit 2, no usage block."""
+    line = assert_one_line_error(run_cli(*args), 2)
+    assert "usage:" not in line
+    if help_of is not None:
+        prog = f"{Path(sys.executable).name} -m iostream{help_of}"
+        assert line.endswith(f"(see {prog} --help)"), line
+
+
+def test_bench_help_names_the_program_as_invoked_and_every_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``bench --help`` shows the program as invoked (as the other commands do), and
+    its description names every library among the default peers, trio included."""
+    from iostream.bench import _main as bench_main
+
+    result = run_cli("bench", "--help")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.decode().split())
+    assert out.startswith(f"usage: {Path(sys.executable).name} -m iostream bench ")
+    for library in ("asyncio", "Tornado", "uvloop", "trio"):
+        assert library in out, library
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/iostream", "bench", "--help"])
+    assert bench_main.build_parser().format_usage().startswith("usage: iostream bench ")
+
+
 def test_no_command_prints_help_exit_2() -> None:
     """No subcommand: usage and exit 2."""
     result = run_cli()
@@ -593,8 +638,20 @@ def test_get_without_h11_prints_the_install_command(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip().splitlines() == [
-        "iostream: error: get needs the h11 package: python -m pip install 'iostream-loop[http]'"
+        "iostream: error: get needs the h11 package: python -m pip install 'h11>=0.14'"
     ]
+
+
+def test_h11_install_hint_is_the_http_extra_requirement() -> None:
+    """The command ``get`` prints installs what the ``http`` extra does, from the
+    package index, whether or not iostream itself was installed from there (the
+    ``iostream-loop`` distribution is not published yet: no hint may name it)."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(PACKAGE_PARENT / "pyproject.toml", "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert extras["http"] == ["h11>=0.14"]
+    assert _cli.H11_INSTALL == "python -m pip install 'h11>=0.14'"
+    assert "iostream-loop" not in _cli.H11_INSTALL
 
 
 def test_get_reset_mid_body_is_not_success() -> None:
@@ -685,16 +742,37 @@ def assert_local_write_error(result: subprocess.CompletedProcess[bytes]) -> None
     assert "network" not in line
 
 
-@pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["--help"], ["get", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info"],
+        ["info", "--json"],
+        ["--help"],
+        ["get", "--help"],
+        ["doctor", "--help"],
+        ["bench", "--help"],
+    ],
+)
 def test_info_to_closed_pipe_is_one_line(args: list[str]) -> None:
     """``info --json | head -1`` (and ``--help | head``): one line on stderr, no traceback."""
     with closed_pipe() as fd:
         assert_local_write_error(run_cli_to(fd, *args))
 
 
-@pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info"],
+        ["info", "--json"],
+        ["--help"],
+        ["--version"],
+        ["doctor", "--help"],
+        ["bench", "--help"],
+    ],
+)
 def test_info_to_full_disk_is_one_line(args: list[str]) -> None:
-    """``info > /dev/full`` (and ``--help``, ``--version``): one line on stderr, no traceback."""
+    """``info > /dev/full`` (and every ``--help``, ``--version``): one line on stderr,
+    no traceback, exit 1 (argparse alone would swallow the error and exit 0)."""
     with dev_full() as fd:
         assert_local_write_error(run_cli_to(fd, *args))
 

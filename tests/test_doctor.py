@@ -215,10 +215,12 @@ def test_bad_environment_variable_is_a_problem() -> None:
 
 @pytest.mark.parametrize("argv", [["--timeout", "0"], ["--timeout", "x"], ["--nope"]])
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    assert "doctor" in capsys.readouterr().err
+    """One ``iostream: error:`` line pointing at doctor's --help; exit 2, returned."""
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("iostream: error: ")
+    assert lines[0].endswith("doctor --help)")
 
 
 def test_closed_stdout_is_one_line() -> None:
@@ -469,3 +471,26 @@ def test_a_backend_the_automatic_choice_skips_is_named(monkeypatch: pytest.Monke
         format_report(report)
     )
     assert report.to_json()["skipped_by_automatic_choice"] == report.skipped
+
+
+def test_epoll_devnull_cell_names_the_file_type_it_probed() -> None:
+    """epoll refuses /dev/null (a character device without poll support) as it refuses
+    regular files; the cell must not call it "a regular file or directory"."""
+    import stat
+
+    if "epoll" not in pollers.available():
+        pytest.skip("no epoll here")
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        if not stat.S_ISCHR(os.fstat(fd).st_mode):
+            pytest.skip(f"{os.devnull} is not a character device here")
+    finally:
+        os.close(fd)
+    cell = probe_cell(pollers.EpollPoller, "devnull")
+    if cell.result == OK:
+        pytest.skip("this kernel's epoll accepts /dev/null")
+    assert cell.result == FALLBACK, cell
+    assert "regular file" not in cell.detail and "directory" not in cell.detail, cell.detail
+    assert "a character device" in cell.detail, cell.detail
+    # The regular file's cell keeps its (true) wording.
+    assert "a regular file or directory" in probe_cell(pollers.EpollPoller, "file").detail

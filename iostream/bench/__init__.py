@@ -1,6 +1,6 @@
 """The benchmark suite: ``python -m iostream bench`` (see ``bench/README.md``).
 
-iostream against asyncio streams, asyncio Protocol, Tornado and uvloop on
+iostream against asyncio streams, asyncio Protocol, Tornado, uvloop and trio on
 loopback, every peer in its own processes, every result verified. The
 modules:
 

@@ -1,7 +1,12 @@
 """The command line of the benchmark: options, the plan of runs, and the report.
 
-Exit status: 0 when every run passed verification, 1 when one failed (its
-cell reads FAILED and posts no number), 2 for a bad option.
+Exit status: 0 when every run passed verification; 1 when one failed (its
+cell reads FAILED and posts no number) or when the report could not be
+written (standard output, ``--json`` or ``--markdown``: a closed pipe, a
+full disk); 2 for a bad option, including a ``--json`` / ``--markdown`` /
+``--profile`` destination that cannot be written, which is checked before
+anything runs. Every failure is one line on stderr starting with
+``iostream: error:``, as for the other commands of ``python -m iostream``.
 """
 
 from __future__ import annotations
@@ -9,11 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+from iostream import _cli
 from iostream.bench import _payload, _report, _runner, _tls
 from iostream.bench._config import BASELINE, FULL, QUICK, WORKLOADS, Sizes, metrics_for
 from iostream.bench._peers import DEFAULT_PEERS, PEERS, make_peer
@@ -29,9 +36,10 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m iostream bench``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m iostream bench",
-        description="Benchmark iostream against asyncio, Tornado and uvloop on loopback.",
+    parser = _cli.command_parser(
+        _prog(),
+        description="Benchmark iostream against asyncio (streams and Protocol), Tornado, "
+        "uvloop and trio on loopback, every peer in its own processes, every result verified.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes and one repetition (about a minute)"
@@ -84,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the numbers of a profiled run are not comparable)",
     )
     return parser
+
+
+def _prog() -> str:
+    """The command's name as invoked, for usage lines and ``--help``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0.endswith(os.path.join("bench", "__main__.py")):
+        return f"{os.path.basename(sys.executable) or 'python'} -m iostream.bench"
+    return f"{_cli.prog_name()} bench"
 
 
 def _pollers_for(option: str | None, workload: str, every_for_idle: bool) -> list[str | None]:
@@ -229,11 +245,76 @@ def _describe(outcome: _runner.Outcome) -> str:
     return f"{head} {values} (foreign load {outcome.extra.get('foreign_load')})"
 
 
+class _UsageError(Exception):
+    """A bad option: one line on stderr and exit status 2."""
+
+
+def _check_destination(option: str, path: str) -> None:
+    """Fail now, not after the whole run, if *path* cannot be opened for writing.
+
+    A file that exists is opened to append (nothing is changed; the report
+    replaces it at the end); one that does not is created, then removed.
+    """
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        detail = _cli._one_line(exc.strerror or exc)
+        raise _UsageError(f"cannot write to {path} ({option}): {detail}") from None
+    if not existed:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # it is written at the end anyway
+
+
+def _check_profile_dir(path: str) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        detail = _cli._one_line(exc.strerror or exc)
+        raise _UsageError(f"--profile: cannot make the directory {path}: {detail}") from None
+
+
+def _write_outputs(text: str, report: _report.Report, args: argparse.Namespace) -> list[str]:
+    """Write the report to the files asked for, then to stdout; return what failed.
+
+    The files come first, so that a closed pipe or a full disk on stdout
+    does not lose the samples of a run that took minutes; each destination
+    is tried whatever happened to the others.
+    """
+    errors: list[str] = []
+    files: list[tuple[str, str, str]] = []
+    if args.markdown:
+        files.append(("--markdown", args.markdown, text))
+    if args.json:
+        files.append(("--json", args.json, json.dumps(_report.to_json(report), indent=2) + "\n"))
+    for option, path, content in files:
+        try:
+            Path(path).write_text(content, encoding="utf-8")
+        except OSError as exc:
+            detail = _cli._one_line(exc.strerror or exc)
+            errors.append(f"cannot write to {path} ({option}): {detail}")
+    try:
+        _cli.write_stdout(text)
+    except _cli.CLIError as exc:
+        errors.append(str(exc))
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the Markdown table on stdout."""
-    args = build_parser().parse_args(argv)
+    """Run the benchmark; print the Markdown table on stdout; return the exit status."""
+    args = _cli.parse_command_args(build_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args  # --help, or a usage error (reported)
     notes: list[str] = []
     try:
+        for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+            if path:
+                _check_destination(option, path)
+        if args.profile:
+            _check_profile_dir(args.profile)
         peers = _choose_peers(args, notes)
         workloads = _choose_workloads(args)
         base = QUICK if args.quick else FULL
@@ -250,9 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= sizes.quiet_wait < float("inf"):
             raise ValueError(f"--quiet-wait: expected 0 or more seconds, got {sizes.quiet_wait}")
         jobs, skips = plan(peers, workloads, args.poller, sizes, quick=args.quick)
-    except (ValueError, RuntimeError) as exc:
-        sys.stderr.write(f"bench: {exc}\n")
-        return 2
+    except (_UsageError, ValueError, RuntimeError) as exc:
+        return _cli._fail(str(exc), _cli.EXIT_USAGE)
     notes += skips
     if BASELINE not in peers:
         notes.append(f"no ratios: the baseline {BASELINE} is not among the peers")
@@ -280,19 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx = _context(workloads, sizes, Path(workdir), notes)
         if args.profile:
             ctx.profile_dir = Path(args.profile)
-            ctx.profile_dir.mkdir(parents=True, exist_ok=True)
             notes.append(f"profiled run (cProfile, saved in {args.profile}): not comparable")
         jobs = [job for job in jobs if job.workload in workloads]
         _run_all(jobs, ctx, report)
     _report.finish_machine(report)
     text = _report.markdown(report)
-    sys.stdout.write(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(_report.to_json(report), indent=2) + "\n", encoding="utf-8"
-        )
+    errors = _write_outputs(text, report, args)
+    if errors:
+        return _cli._fail("; ".join(errors), _cli.EXIT_ERROR)
     return 1 if report.failed else 0
 
 

@@ -5,7 +5,7 @@ event bits :data:`READ`, :data:`WRITE` and :data:`ERROR`. It is the lowest of
 the three layers (see ``docs/guarantees.md``): the :class:`~iostream.IOLoop` drives one,
 and the streams never know which.
 
-The layout follows ``Lib/selectors.py``: :class:`Poller` is the small
+The layout follows ``Lib/selectors.py``: :class:`~iostream.pollers.Poller` is the small
 abstract interface; :class:`FdTablePoller` keeps the table of registered fds
 (what was asked for, and which Python object it came from) and implements
 the rules that are the same on every backend; each backend module then only
@@ -66,6 +66,7 @@ class HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
+#: What a poller accepts as an fd: an ``int``, or an object with ``fileno()``.
 FileDescriptorLike = int | HasFileno
 
 

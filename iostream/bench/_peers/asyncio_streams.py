@@ -136,7 +136,7 @@ class UvloopStreamsPeer(AsyncioStreamsPeer):
         try:
             import uvloop  # noqa: F401
         except ImportError:
-            return "uvloop is not installed (python -m pip install 'iostream-loop[bench]')"
+            return "uvloop is not installed (python -m pip install 'uvloop>=0.17')"
         return None
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:

@@ -31,7 +31,7 @@ class TornadoPeer(Peer):
         try:
             import tornado
         except ImportError:
-            return "tornado is not installed (python -m pip install 'iostream-loop[bench]')"
+            return "tornado is not installed (python -m pip install 'tornado>=6')"
         if tornado.version_info < (6,):
             return f"tornado {tornado.version} is older than 6"
         return None

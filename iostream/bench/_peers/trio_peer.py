@@ -91,7 +91,7 @@ class TrioPeer(Peer):
         try:
             import trio  # noqa: F401
         except ImportError:
-            return "trio is not installed (python -m pip install 'iostream-loop[bench]')"
+            return "trio is not installed (python -m pip install 'trio>=0.22')"
         return None
 
     def receive(
