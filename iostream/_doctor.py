@@ -338,41 +338,6 @@ def _bits(events: int) -> str:
     return "|".join(names) or "nothing"
 
 
-#: What epoll's refusal (EPERM) says of every fd it refuses. True of a regular
-#: file or a directory, not of a device without poll support (``/dev/null``):
-#: for those, :func:`_true_to_the_file` names the file type probed instead.
-_EPOLL_FILE_PHRASE = "a regular file or directory: always ready"
-
-#: ``stat`` file-type tests and the name a cell's detail gives each type.
-_FILE_TYPES: tuple[tuple[Callable[[int], bool], str], ...] = (
-    (stat.S_ISREG, "a regular file"),
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _true_to_the_file(reason: str, fd: int) -> str:
-    """*reason* (why *fd* fell back), with no claim that a device is a regular file.
-
-    epoll's message says "a regular file or directory: always ready" for
-    every fd it refuses; ``/dev/null`` is a character device, refused for
-    having no poll support, and watched by the fallback's second poller.
-    """
-    if _EPOLL_FILE_PHRASE not in reason:
-        return reason
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return reason
-    kind = next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
-    if kind in ("a regular file", "a directory"):
-        return reason
-    return reason.replace(_EPOLL_FILE_PHRASE, f"{kind} that does not support epoll")
-
-
 class _Prober:
     """Runs the checks of one cell on one poller, collecting problems."""
 
@@ -392,8 +357,6 @@ class _Prober:
         self.registered.add(fd)
         if isinstance(self.poller, FallbackPoller):
             reason = self.poller.fallbacks.get(fd)
-            if reason is not None:
-                reason = _true_to_the_file(reason, fd)
             if reason is not None and reason not in self.fallbacks:
                 self.fallbacks.append(reason)
 

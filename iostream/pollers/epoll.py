@@ -12,7 +12,9 @@ or an error may come back as only one of ERROR's two bits, so test it with
 from __future__ import annotations
 
 import errno
+import os
 import select
+import stat
 import sys
 from typing import Any
 
@@ -75,11 +77,11 @@ class EpollPoller(FdTablePoller):
         try:
             self._epoll.register(fd, events & _ASKABLE)
         except PermissionError:
-            # EPERM: epoll cannot watch regular files and directories (they
-            # are always ready, so there is nothing to wait for).
+            # EPERM: the file has no poll support. Regular files and
+            # directories (always ready: nothing to wait for), and some
+            # devices (/dev/null).
             raise ValueError(
-                f"epoll cannot watch fd {fd} (a regular file or directory: always "
-                "ready); use 'poll' or 'select' for it"
+                f"epoll cannot watch fd {fd} ({_refused_kind(fd)}); use 'poll' or 'select' for it"
             ) from None
         except FileExistsError:
             # EEXIST while our table says "not registered": the kernel still
@@ -165,3 +167,21 @@ class EpollPoller(FdTablePoller):
         # Also used to rebuild after a ghost: a fresh epoll has none.
         super()._reopen_in_child()
         self._ghost_fds.clear()
+
+
+def _refused_kind(fd: int) -> str:
+    """What epoll refused, by its file type: the words its ValueError uses."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return "a file that does not support epoll"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return "a regular file or directory: always ready"
+    kind = (
+        "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a special file"
+    )
+    return f"{kind} that does not support epoll"
