@@ -313,3 +313,62 @@ def test_importing_the_plugin_imports_neither_hypothesis_nor_trustme() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+PLUGIN = "iostream.testing.pytest_plugin"
+
+
+def _installed_entry_point_names() -> list[str]:
+    """Names of the installed ``pytest11`` entry points that load the plugin."""
+    return [
+        entry.name
+        for entry in importlib.metadata.entry_points(group="pytest11")
+        if entry.value == PLUGIN
+    ]
+
+
+def test_the_entry_point_is_named_by_the_module_path() -> None:
+    """Named ``iostream.testing.pytest_plugin``, pytest sees a second listing is the same plugin."""
+    names = _installed_entry_point_names()
+    if not names:
+        pytest.skip("this copy of iostream is not installed: it has no pytest11 entry point")
+    assert names == [PLUGIN]
+
+
+@pytest.mark.parametrize("how", ["-p", "conftest"])
+def test_listing_the_plugin_again_is_harmless(run: pytest.Pytester, how: str) -> None:
+    """``-p iostream.testing.pytest_plugin`` or ``pytest_plugins = [...]`` with the entry point."""
+    run.makepyfile(
+        """
+        def test_loop(io_loop, iostream_poller):
+            assert io_loop.poller.name == iostream_poller
+        """
+    )
+    args: list[str] = []
+    if how == "-p":
+        args = ["-p", PLUGIN]
+    else:
+        run.makeconftest(f"pytest_plugins = [{PLUGIN!r}]")
+    result = run.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:randomly", *args, "--iostream-pollers=select",
+        timeout=300,
+    )  # fmt: skip
+    assert "already registered" not in result.stderr.str(), result.stderr.str()
+    result.assert_outcomes(passed=1)
+
+
+def test_the_plugin_can_be_disabled_by_its_name(run: pytest.Pytester) -> None:
+    """``-p no:iostream.testing.pytest_plugin`` switches the entry point off."""
+    if not _installed_entry_point_names():
+        pytest.skip("this copy of iostream is not installed: it has no pytest11 entry point")
+    run.makepyfile(
+        """
+        def test_loop(io_loop):
+            pass
+        """
+    )
+    result = run.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:randomly", "-p", f"no:{PLUGIN}", timeout=300
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'io_loop' not found*"])

@@ -8,6 +8,7 @@ public API the package adds for users.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import socket
 import sys
@@ -226,6 +227,117 @@ def test_windows_sendmsg_refuses_more_than_the_limit(
         assert 0 < sock.sendmsg([half, half]) <= WINDOWS_SEND_LIMIT
         assert sock.refused == 1
         assert sock.send_sizes == [WINDOWS_SEND_LIMIT + 1, WINDOWS_SEND_LIMIT]
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """*n* bytes from the blocking (timeout) socket *sock*; bounded."""
+    got = b""
+    for _ in range(n):
+        if len(got) >= n:
+            break
+        got += sock.recv(n - len(got))
+    return got
+
+
+def test_a_blocking_socket_gets_no_faults_and_keeps_its_schedule(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """POSIX: EAGAIN only "if the socket is marked nonblocking" (or with O_NONBLOCK).
+
+    Wrapped while blocking (as before ``IOStream`` makes it non-blocking),
+    the socket behaves, and the schedule waits for the first non-blocking call.
+    """
+    a, b = pair
+    a.setblocking(True)
+    sock = ChaosSocket.wrap(a, [Fault("block"), short(1)], [Fault("block"), short(1)])
+    b.settimeout(10)
+    with sock:
+        assert sock.gettimeout() is None
+        sock.sendall(b"hello")
+        assert sock.send(b"world") == 5
+        assert sock.sendmsg([b"!"]) == 1
+        assert _recv_exactly(b, 11) == b"helloworld!"
+        b.sendall(b"back")
+        assert sock.recv(10) == b"back"
+        assert sock.send_record == [] and sock.recv_record == []
+        assert list(sock.send_faults) == [Fault("block"), short(1)]
+        assert list(sock.recv_faults) == [Fault("block"), short(1)]
+        assert [(c.nbytes, c.sent, c.fault) for c in sock.sends] == [
+            (5, 5, OK),
+            (5, 5, OK),
+            (1, 1, OK),
+        ]
+        assert sock.send_violations(b"helloworld!") == []
+        assert all("blocking socket: no fault" in line for line in sock.log), sock.log
+        # Non-blocking now: the schedule starts.
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.send(b"xy")
+        assert sock.send(b"xy") == 1
+        with pytest.raises(BlockingIOError):
+            sock.recv(10)
+        assert sock.send_record == [Fault("block"), short(1)]
+        assert sock.recv_record == [Fault("block")]
+
+
+def test_blocking_calls_do_not_draw_from_the_seed() -> None:
+    """The same seed gives the same faults to the non-blocking calls, whatever came before."""
+    records = []
+    for blocking_first in (False, True):
+        a, b = socket_pair()
+        with a, b:
+            if blocking_first:
+                a.setblocking(True)
+            sock = ChaosSocket.wrap(a, seed=12, block_rate=0.3, eintr_rate=0.2)
+            with sock:
+                if blocking_first:
+                    for _ in range(5):
+                        sock.sendall(b"0123456789")
+                    b.settimeout(10)
+                    assert _recv_exactly(b, 50) == b"0123456789" * 5
+                    b.setblocking(False)
+                    sock.setblocking(False)
+                assert drive(sock, b, PAYLOAD) == PAYLOAD
+                records.append(sock.send_record)
+    assert records[0] == records[1]
+    assert any(fault != OK for fault in records[0])
+
+
+def test_a_socket_with_a_timeout_gets_only_what_python_lets_through(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Timeout mode: non-blocking at the OS level, but Python waits out would-block
+    and retries EINTR itself; a short count (and ENOBUFS) reaches the caller."""
+    a, b = pair
+    sock = ChaosSocket.wrap(
+        a,
+        parse_schedule("[block, eintr, wsa_block, short(2), nobufs, wsa_nobufs]"),
+        parse_schedule("[block, eintr, short(1)]"),
+    )
+    with sock:
+        sock.settimeout(10)
+        assert sock.send(b"aaaa") == 4
+        assert sock.send(b"bbbb") == 4
+        assert sock.send(b"cccc") == 4
+        assert sock.send(b"dddd") == 2
+        with pytest.raises(OSError) as info:
+            sock.send(b"dd")
+        assert info.value.errno == errno.ENOBUFS
+        assert sock.send(b"dd") == 2
+        b.settimeout(10)
+        assert _recv_exactly(b, 14) == b"aaaabbbbccccdd"
+        assert _recv_exactly(b, 2) == b"dd"
+        b.sendall(b"xyz")
+        assert sock.recv(10) == b"xyz"  # block: Python waits for it
+        b.sendall(b"uvw")
+        assert sock.recv(10) == b"uvw"  # eintr: Python retries
+        b.sendall(b"rs")
+        assert sock.recv(10) == b"r"
+        assert sock.send_record == parse_schedule(
+            "[block, eintr, wsa_block, short(2), nobufs, wsa_nobufs]"
+        )
+        assert sock.recv_record == parse_schedule("[block, eintr, short(1)]")
+        assert any("block -> ok: timeout mode" in line for line in sock.log), sock.log
 
 
 def test_sendall_goes_through_the_faults(pair: tuple[socket.socket, socket.socket]) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+import select
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -124,6 +126,52 @@ def test_stand_in_refuses_sends_over_128k_like_winsock() -> None:
         assert ws.send_sizes == [WINDOWS_SEND_LIMIT + 1, WINDOWS_SEND_LIMIT]
         # The library's classification: WSAENOBUFS means "not now".
         assert is_would_block(exc)
+
+
+def _drain(sock: socket.socket, n: int, into: bytearray) -> None:
+    """Receive until *n* bytes arrived (or the peer closed, or 20 s passed without data)."""
+    sock.settimeout(20)
+    while len(into) < n:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        into += data
+
+
+@pytest.mark.parametrize("timeout", [None, 20.0], ids=["blocking", "timeout"])
+def test_stand_in_lets_a_blocking_socket_send_more_than_128k(timeout: float | None) -> None:
+    """Microsoft's send(): "If no buffer space is available within the transport
+    system to hold the data to be transmitted, send will block unless the socket
+    has been placed in a nonblocking mode." The refusal is for non-blocking
+    sockets only; a socket with a timeout is left alone too (the stand-in's
+    choice, see WindowsSocket)."""
+    big = WINDOWS_SEND_LIMIT + 64 * KiB
+    data = payload(3 * big, 11)
+    a, b = loopback_pair()
+    got = bytearray()
+    with WindowsSocket.wrap(a) as ws, b:
+        ws.settimeout(timeout)
+        reader = threading.Thread(target=_drain, args=(b, len(data), got), daemon=True)
+        reader.start()
+        view = memoryview(data)
+        ws.sendall(view[:big])
+        sent = ws.send(view[big : 2 * big])
+        assert sent > 0
+        ws.sendall(view[big + sent : 2 * big])
+        sent = ws.sendmsg([view[2 * big : 2 * big + 10], view[2 * big + 10 :]])
+        assert sent > 0
+        ws.sendall(view[2 * big + sent :])
+        reader.join(30)
+        assert not reader.is_alive(), f"the peer got {len(got)} of {len(data)} bytes"
+        assert bytes(got) == data
+        assert ws.refused == 0
+        assert ws.send_sizes[:2] == [big, big]
+        # Non-blocking again: the same send is refused.
+        ws.setblocking(False)
+        with pytest.raises(OSError) as info:
+            ws.send(view[:big])
+        assert info.value.errno == WSAENOBUFS
+        assert ws.refused == 1
 
 
 def test_stand_in_reports_would_block_as_wsaewouldblock() -> None:
@@ -431,3 +479,47 @@ def test_wsaenobufs_on_an_oversized_send_is_not_fatal_and_the_stream_recovers(
 def test_cap_constant_is_128k() -> None:
     cap = iostream.stream.WINDOWS_WRITE_CHUNK_SIZE
     assert cap == 128 * KiB
+
+
+# ------------------------------------------------------------------ connect_ex and makefile
+
+
+def test_connect_ex_reports_wsa_codes() -> None:
+    """``connect_ex`` returns what ``connect`` raises: 10035 in progress, 10061 refused."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, WindowsSocket(socket.AF_INET, socket.SOCK_STREAM) as ws:
+        ws.setblocking(False)
+        assert ws.connect_ex(listener.getsockname()) == WSAEWOULDBLOCK
+        assert ws.would_blocks == 1
+    with WindowsSocket(socket.AF_INET, socket.SOCK_STREAM) as ws:
+        ws.settimeout(20)
+        assert ws.connect_ex(("127.0.0.1", closed_port())) == WSAECONNREFUSED
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, WindowsSocket(socket.AF_INET, socket.SOCK_STREAM) as ws:
+        ws.settimeout(20)
+        assert ws.connect_ex(listener.getsockname()) == 0
+
+
+def test_makefile_on_a_non_blocking_stand_in_returns_none_as_on_windows() -> None:
+    """On Windows ``errno.EWOULDBLOCK`` is 10035, so ``SocketIO`` returns None for it."""
+    a, b = loopback_pair()
+    with WindowsSocket.wrap(a) as ws, b:
+        raw = ws.makefile("rwb", buffering=0)
+        with raw:
+            assert raw.read(10) is None, "nothing to read yet: None, not an exception"
+            b.sendall(b"abc")
+            readable, _, _ = select.select([ws], [], [], 20)
+            assert readable
+            assert raw.read(10) == b"abc"
+            # Fill the send buffer: write() returns None once Winsock would block.
+            chunk = b"z" * (64 * KiB)
+            results = [raw.write(chunk) for _ in range(1000)]
+            assert None in results, "the send buffer never filled"
+            assert ws.would_blocks >= 2
+        reader = ws.makefile("rb")
+        with reader:
+            assert reader.read(10) is None
+        text = ws.makefile("r", encoding="ascii")
+        text.close()
+        ws.close()  # the files are closed: the fd goes now
+        assert ws.fileno() == -1

@@ -295,8 +295,8 @@ def _make_trustme_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     except ImportError:
         raise RuntimeError(
             "stream_pair(kind='tls') needs TLS contexts: pass server_context= and "
-            "client_context=, or install trustme (pip install trustme, or the "
-            "iostream-loop[test] extra) to have a throwaway CA made for you"
+            "client_context=, or install trustme (python -m pip install 'trustme>=1.1') "
+            "to have a throwaway CA made for you"
         ) from None
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1", "::1")

@@ -3,14 +3,20 @@
 Each class is a real ``socket.socket`` subclass that owns a real fd, so
 pollers, ``isinstance`` checks and asyncio's selector transports see an
 ordinary socket; only the Python-level calls (``send``, ``sendmsg``,
-``recv``, ``recv_into``, ``connect``, ``getsockopt``) misbehave. See the
-package docstring (:mod:`iostream.testing`) for the documents they follow.
+``recv``, ``recv_into``, ``connect``, ``connect_ex``, ``getsockopt``,
+``makefile``) misbehave. See the package docstring (:mod:`iostream.testing`)
+for the documents they follow.
+
+Both misbehave only as far as the socket's mode allows (see
+:class:`WindowsSocket` and :class:`ChaosSocket`): a *blocking* socket
+(``gettimeout() is None``) blocks where a non-blocking one would fail.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import math
 import random
 import re
@@ -20,7 +26,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from iostream._platform import WSAECONNABORTED, WSAECONNRESET, WSAENOBUFS, WSAEWOULDBLOCK
 
@@ -59,9 +65,14 @@ WSAETIMEDOUT = 10060
 #: WSAECONNREFUSED: nothing listens at the address connected to.
 WSAECONNREFUSED = 10061
 
-#: The largest ``send`` the Windows stand-in accepts. Winsock fails a
-#: non-blocking ``send`` that does not fit its buffers with WSAENOBUFS rather
-#: than sending part of it; 128 KiB is what Tornado (and this library) cap sends at.
+#: The largest ``send`` the Windows stand-in accepts on a non-blocking socket.
+#: This is Tornado's observed behaviour, not a documented Winsock rule:
+#: tornado/iostream.py caps sends at 128 KiB because "On windows,
+#: socket.send blows up if given a write buffer that's too large, instead of
+#: just returning the number of bytes it was able to process". The stand-in
+#: reproduces that worst case with WSAENOBUFS (10055, the "No buffer space is
+#: available" error of Microsoft's ``send`` page); Microsoft's page itself
+#: says a non-blocking send may write "between 1 and the requested length".
 WINDOWS_SEND_LIMIT = 128 * KiB
 
 # POSIX errno -> (Winsock code, the class Python on Windows raises for it).
@@ -130,12 +141,33 @@ class WindowsSocket(socket.socket):
     Make one with :meth:`wrap` (takes over a real socket's fd) or like a
     socket: ``WindowsSocket(socket.AF_INET, socket.SOCK_STREAM)``.
 
-    * ``send`` of more than :data:`WINDOWS_SEND_LIMIT` bytes raises
-      ``OSError(10055)`` (WSAENOBUFS, ``winerror`` set) and sends nothing;
+    * on a **non-blocking** socket (``gettimeout() == 0.0``), a ``send``,
+      ``sendmsg`` or ``sendall`` of more than :data:`WINDOWS_SEND_LIMIT`
+      bytes raises ``OSError(10055)`` (WSAENOBUFS, ``winerror`` set) and
+      sends nothing. That refusal is what Tornado observed on Windows (its
+      128 KiB cap: "socket.send blows up if given a write buffer that's too
+      large"), the worst case a careful caller must survive; it is not what
+      Microsoft's ``send`` page describes, which says "On nonblocking stream
+      oriented sockets, the number of bytes written can be between 1 and the
+      requested length". A **blocking** socket (``gettimeout() is None``)
+      sends it all: "If no buffer space is available within the transport
+      system to hold the data to be transmitted, send will block unless the
+      socket has been placed in a nonblocking mode" (Microsoft, ``send``). A
+      socket with a timeout is non-blocking at the OS level (Python waits for
+      writability itself), but whether Winsock refuses there is not
+      established, and ``sendall`` with a timeout is common Windows code: the
+      stand-in's choice is to let it send too;
     * would-block on ``send``, ``recv``, ``recv_into`` and ``connect`` is
       ``BlockingIOError`` with ``errno == winerror == 10035`` (WSAEWOULDBLOCK:
-      Windows has no EINPROGRESS for a non-blocking connect);
-    * connection errors and ``SO_ERROR`` carry WSA codes (10054, 10061, ...).
+      Windows has no EINPROGRESS for a non-blocking connect), and
+      ``connect_ex`` returns 10035 where POSIX returns EINPROGRESS;
+    * connection errors, ``connect_ex`` results and ``SO_ERROR`` carry WSA
+      codes (10054, 10061, ...);
+    * ``makefile()`` files return None (not an exception) when a
+      non-blocking read or write would block, as on Windows: there
+      ``errno.EWOULDBLOCK`` is 10035, which ``socket.SocketIO`` takes for
+      would-block (off Windows the stdlib only knows EAGAIN, so the stand-in
+      supplies its own ``SocketIO``).
 
     ``send_sizes`` lists the size of every ``send`` it was handed;
     ``refused`` counts the WSAENOBUFS failures; ``would_blocks`` the
@@ -197,11 +229,16 @@ class WindowsSocket(socket.socket):
             self._on_refusals()
         raise wsa_error(WSAENOBUFS, OSError, "[WinError 10055] No buffer space available")
 
+    def _over_limit(self, n: int) -> bool:
+        # Only a non-blocking socket is refused: "send will block unless the
+        # socket has been placed in a nonblocking mode" (Microsoft, send).
+        return n > WINDOWS_SEND_LIMIT and self.gettimeout() == 0.0
+
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
-        """Send *data*; over :data:`WINDOWS_SEND_LIMIT` bytes fails with WSAENOBUFS."""
+        """Send *data*; non-blocking and over :data:`WINDOWS_SEND_LIMIT` bytes: WSAENOBUFS."""
         n = _as_bytes_view(data).nbytes
         self.send_sizes.append(n)
-        if n > WINDOWS_SEND_LIMIT:
+        if self._over_limit(n):
             self._refuse()
         self._consecutive_refusals = 0
         try:
@@ -214,7 +251,8 @@ class WindowsSocket(socket.socket):
 
         As CPython's: ``send`` with all that remains until it is sent, EINTR
         retried; so a non-blocking ``sendall`` of more than
-        :data:`WINDOWS_SEND_LIMIT` bytes fails with WSAENOBUFS, as on Windows.
+        :data:`WINDOWS_SEND_LIMIT` bytes fails with WSAENOBUFS (the refusal
+        Tornado saw); a blocking one sends it all.
         """
         _sendall(self, data, flags)
 
@@ -228,14 +266,15 @@ class WindowsSocket(socket.socket):
     ) -> int:
         """Like :meth:`send` for the buffers together (asyncio 3.12+ ``writelines``).
 
-        Winsock's ``WSASend`` with several buffers has the same limit as one
-        ``send`` of their total (there is no ``sendmsg`` on Windows at all;
-        this exists so POSIX code paths that use it meet the same rule).
+        The stand-in gives several buffers the same limit as one ``send`` of
+        their total, on a non-blocking socket only (there is no ``sendmsg``
+        on Windows at all; this exists so POSIX code paths that use it meet
+        the same rule).
         """
         views = [_as_bytes_view(b) for b in buffers]
         n = sum(v.nbytes for v in views)
         self.send_sizes.append(n)
-        if n > WINDOWS_SEND_LIMIT:
+        if self._over_limit(n):
             self._refuse()
         self._consecutive_refusals = 0
         try:
@@ -273,6 +312,61 @@ class WindowsSocket(socket.socket):
         except OSError as exc:
             raise self._translate(exc) from None
 
+    def connect_ex(self, address: Any, /) -> int:
+        """``connect_ex``; the error code is Winsock's (10035 in progress, 10061 refused)."""
+        code = super().connect_ex(address)
+        mapped = _TO_WSA.get(code)
+        if mapped is None:
+            return code
+        if mapped[0] == WSAEWOULDBLOCK:
+            self.would_blocks += 1
+        return mapped[0]
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        """``socket.makefile``, whose files return None when Winsock would block.
+
+        CPython's ``makefile``, with a ``SocketIO`` that takes 10035
+        (WSAEWOULDBLOCK) for would-block as it does on Windows, where
+        ``errno.EWOULDBLOCK`` is 10035: a read or write that would block
+        returns None instead of raising.
+        """
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        rawmode: Literal["r", "w", "rw"] = "rw" if reading and writing else "r" if reading else "w"
+        raw = _WinsockIO(self, rawmode)
+        # As CPython's makefile: the fd stays open until its files are closed.
+        counted: Any = self
+        counted._io_refs += 1
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        buffer: Any
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
     @overload
     def getsockopt(self, level: int, optname: int, /) -> int: ...
 
@@ -288,6 +382,28 @@ class WindowsSocket(socket.socket):
             # Winsock's SO_ERROR is a WSA code (10061 for a refused connect).
             return _TO_WSA.get(value, (value, OSError))[0]
         return value
+
+
+class _WinsockIO(socket.SocketIO):
+    """``SocketIO`` for which WSAEWOULDBLOCK (10035) is would-block, as on Windows."""
+
+    def readinto(self, b: WriteableBuffer) -> int | None:
+        """``SocketIO.readinto``; None when the read would block."""
+        try:
+            return super().readinto(b)
+        except BlockingIOError as exc:
+            if exc.errno == WSAEWOULDBLOCK:
+                return None
+            raise
+
+    def write(self, b: ReadableBuffer) -> int | None:
+        """``SocketIO.write``; None when the write would block."""
+        try:
+            return super().write(b)
+        except BlockingIOError as exc:
+            if exc.errno == WSAEWOULDBLOCK:
+                return None
+            raise
 
 
 # ------------------------------------------------------------------ faults
@@ -438,6 +554,12 @@ def _truncated(views: list[memoryview], limit: int) -> list[memoryview]:
     return out
 
 
+#: Faults a socket in timeout mode (``gettimeout() > 0``) never shows its caller:
+#: Python waits for readiness after would-block and retries EINTR (PEP 475)
+#: itself; ``wsa_nobufs`` is left out as :class:`WindowsSocket` leaves out its
+#: refusal there. ``short`` and ``nobufs`` do reach the caller.
+_TIMEOUT_HIDES = frozenset({"block", "wsa_block", "eintr", "wsa_nobufs"})
+
 #: Lists that every new ChaosSocket / TLSChaos is appended to (see :func:`recording`).
 _recorders: list[list[Any]] = []
 
@@ -502,6 +624,26 @@ class ChaosSocket(socket.socket):
     With ``windows=True`` the would-blocks are Winsock's (``wsa_block``:
     ``errno == winerror == 10035``) and half of the send ones are
     ``wsa_nobufs`` (10055) instead.
+
+    Faults follow the socket's mode *at each call*, since POSIX allows
+    EAGAIN and short transfers only on a non-blocking socket ("the socket
+    is marked nonblocking"), and a socket is often wrapped before a stream
+    makes it non-blocking:
+
+    * non-blocking (``gettimeout() == 0.0``): every fault, as scheduled;
+    * blocking (``gettimeout() is None``): no fault at all, and neither the
+      schedules nor the seed are consumed (the calls are not in
+      ``send_record`` / ``recv_record``, so the schedule starts with the
+      first non-blocking call, and a replay is exact); sends are still
+      listed in ``sends`` (fault ``ok``) and ``log`` ("blocking socket: no
+      fault");
+    * timeout mode (``gettimeout() > 0``: non-blocking at the OS level,
+      Python waits for readiness itself): a token is consumed and recorded
+      per call, but only what such a call can return reaches the caller:
+      ``short(n)`` and ``nobufs``. ``block``, ``wsa_block`` and ``eintr``
+      behave as ``ok`` (Python would have waited, or retried), and so does
+      ``wsa_nobufs`` (as :class:`WindowsSocket` does not refuse there); the
+      log says ``block -> ok: timeout mode``.
 
     The record: ``sends`` (:class:`SendCall` for every send), ``log`` (one
     line per call), ``send_record`` / ``recv_record`` (the fault applied to
@@ -617,26 +759,47 @@ class ChaosSocket(socket.socket):
 
     # -- the socket calls ----------------------------------------------------
 
+    def _send_call(self, total: int, head: bytes, transmit: Callable[[int | None], int]) -> int:
+        """One send of *total* bytes: ``transmit(limit)`` after the fault the mode allows.
+
+        *limit* is None (send everything handed) or the byte count of a
+        ``short`` fault. Blocking: no fault, no token. Timeout mode: a token,
+        applied only if Python would let it through (:data:`_TIMEOUT_HIDES`).
+        """
+        timeout = self.gettimeout()
+        note = ""
+        if timeout is None:
+            drawn = applied = OK
+            note = " (blocking socket: no fault)"
+        else:
+            drawn = applied = self._next_send_fault(total)
+            if timeout > 0 and drawn.kind in _TIMEOUT_HIDES:
+                applied = OK
+                note = f" ({drawn!r} -> ok: timeout mode)"
+        call = SendCall(total, head, drawn)
+        self.sends.append(call)
+        try:
+            exc = applied.exception()
+            if exc is not None:
+                raise exc
+            short_by = applied.kind == "short" and applied.arg < total
+            call.sent = transmit(applied.arg if short_by else None)
+        except OSError as exc:
+            call.error = type(exc).__name__
+            self.log.append(repr(call) + note)
+            raise
+        self.log.append(repr(call) + note)
+        return call.sent
+
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
         """Send *data* as the next fault says (recorded in ``sends``)."""
         view = _as_bytes_view(data)
-        fault = self._next_send_fault(view.nbytes)
-        call = SendCall(view.nbytes, view[:PREFIX].tobytes(), fault)
-        self.sends.append(call)
-        try:
-            exc = fault.exception()
-            if exc is not None:
-                raise exc
-            if fault.kind == "short" and fault.arg < view.nbytes:
-                call.sent = super().send(view[: fault.arg], flags)
-            else:
-                call.sent = super().send(view, flags)
-        except OSError as exc:
-            call.error = type(exc).__name__
-            self.log.append(repr(call))
-            raise
-        self.log.append(repr(call))
-        return call.sent
+        base_send = super().send
+        return self._send_call(
+            view.nbytes,
+            view[:PREFIX].tobytes(),
+            lambda limit: base_send(view if limit is None else view[:limit], flags),
+        )
 
     def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
         """``sendall`` through :meth:`send`, so every call follows the schedule.
@@ -659,29 +822,23 @@ class ChaosSocket(socket.socket):
         """Like :meth:`send` for the buffers together (asyncio 3.12+ ``writelines``)."""
         views = [_as_bytes_view(b) for b in buffers]
         total = sum(v.nbytes for v in views)
-        fault = self._next_send_fault(total)
         head = b"".join(v[:PREFIX].tobytes() for v in views)[:PREFIX]
-        call = SendCall(total, head, fault)
-        self.sends.append(call)
-        try:
-            exc = fault.exception()
-            if exc is not None:
-                raise exc
-            if fault.kind == "short" and fault.arg < total:
-                views = _truncated(views, fault.arg)
+        base_sendmsg = super().sendmsg
+
+        def transmit(limit: int | None) -> int:
+            parts = views if limit is None else _truncated(views, limit)
             if address is None:
-                call.sent = super().sendmsg(views, ancdata, flags)
-            else:
-                call.sent = super().sendmsg(views, ancdata, flags, address)
-        except OSError as exc:
-            call.error = type(exc).__name__
-            self.log.append(repr(call))
-            raise
-        self.log.append(repr(call))
-        return call.sent
+                return base_sendmsg(parts, ancdata, flags)
+            return base_sendmsg(parts, ancdata, flags, address)
+
+        return self._send_call(total, head, transmit)
 
     def _recv_fault(self, size: int) -> int:
-        """Apply the next recv fault: raise, or return the size to ask for."""
+        """Apply the next recv fault the mode allows: raise, or return the size to ask for."""
+        timeout = self.gettimeout()
+        if timeout is None:
+            self.log.append(f"<recv {size} B (blocking socket: no fault)>")
+            return size
         if self.recv_faults:
             fault = self.recv_faults.popleft()
         elif self._recv_rng is not None:
@@ -691,6 +848,9 @@ class ChaosSocket(socket.socket):
         self.recv_record.append(fault)
         if fault.kind in ("nobufs", "wsa_nobufs", "want_read", "want_write"):
             fault = OK  # send-side (or TLS) faults: meaningless on a plain recv
+        if timeout > 0 and fault.kind in _TIMEOUT_HIDES:
+            self.log.append(f"<recv {size} B [{fault!r} -> ok: timeout mode]>")
+            return size
         exc = fault.exception()
         if exc is not None:
             self.log.append(f"<recv {size} B [{fault!r}] -> {type(exc).__name__}>")

@@ -9,11 +9,13 @@ and records every retry that breaks the rule.
 
 from __future__ import annotations
 
+import builtins
 import math
 import random
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,11 +82,18 @@ _RETRY_FULL = 256 * KiB
 class TLSChaos:
     """The schedule and the record of one :class:`ChaosSSLSocket`.
 
-    ``send_faults`` / ``recv_faults`` / ``handshake_faults`` are consumed one
-    token per call. A ``want_read`` in ``handshake_faults`` is only injected
-    when OpenSSL's last real answer was want-read too (a spurious want-read
-    while OpenSSL has something to *send* would stall both peers — no real
-    TLS stack does that); otherwise it is skipped.
+    ``send_faults`` (``send``, ``sendall``, ``write``) / ``recv_faults``
+    (``recv``, ``recv_into``, ``read``) / ``handshake_faults`` are consumed
+    one token per call. A ``want_read`` in ``handshake_faults`` is only
+    injected when OpenSSL's last real answer was want-read too (a spurious
+    want-read while OpenSSL has something to *send* would stall both peers —
+    no real TLS stack does that); otherwise it is skipped. Likewise a
+    ``want_read`` or ``want_write`` for a receive (scheduled or drawn from
+    the seed) is not raised while OpenSSL holds decrypted bytes
+    (``pending() > 0``): ``SSL_read`` returns those first. The token is
+    consumed all the same (the schedule does not depend on timing), the call
+    behaves as ``ok``, and ``log`` shows it as ``<tls recv [want_read -> ok:
+    99 B pending]>``.
     """
 
     send_faults: deque[Fault] = field(default_factory=deque)
@@ -104,7 +113,7 @@ class TLSChaos:
     keep_sent: bool = False
     #: The size of every send call, in order.
     send_sizes: list[int] = field(default_factory=list)
-    #: Bytes returned by ``recv_into`` so far (decrypted).
+    #: Bytes returned by ``recv``, ``recv_into`` and ``read`` so far (decrypted).
     bytes_received: int = 0
     #: With a seed, calls past the explicit schedules draw their faults from
     #: ``random.Random`` seeded with it: a send gets ``want_write`` or
@@ -185,15 +194,36 @@ class ChaosSSLSocket(ssl.SSLSocket):
     Made by ``context.wrap_socket`` when ``context.sslsocket_class`` is this
     class (:func:`chaos_context`); ``chaos`` is attached afterwards (by
     :class:`ChaosSSLIOStream`). With ``chaos`` None it is a plain SSLSocket.
+
+    Every way in and out goes through the fault path: ``send``, ``sendall``
+    (CPython's loop over ``send``) and ``write`` take the next token of
+    ``chaos.send_faults``; ``recv``, ``recv_into`` and ``read`` the next of
+    ``chaos.recv_faults``; all are recorded in ``chaos.log`` (``<tls send
+    ...>``, ``<tls write ...>``, ``<tls recv ...>``, ``<tls read ...>``). A
+    call the stdlib makes from inside another (``recv`` calls ``read``)
+    takes no second token.
+
+    A want-read or want-write drawn for a *receive* while OpenSSL holds
+    decrypted bytes (``pending() > 0``) is not raised: ``SSL_read`` returns
+    buffered data without touching the socket, so a real ``SSLSocket``
+    never does that, and code that reads until want-read and then waits for
+    the fd to be readable would wait for ever. The token is still consumed
+    (the schedule stays the same whatever the timing); the call behaves as
+    ``ok`` and the log says so: ``<tls recv [want_read -> ok: 99 B pending]>``.
     """
 
     chaos: TLSChaos | None = None
+    # True while a call is inside the fault path: the stdlib's nested call
+    # (SSLSocket.recv -> self.read) must not take a second token.
+    _chaos_busy: bool = False
 
-    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
-        """``SSLSocket.send``, after the next send fault; checks OpenSSL's retry rule."""
+    # -- sending -------------------------------------------------------------
+
+    def _chaos_send(self, verb: str, data: ReadableBuffer, call: Callable[[Any], int]) -> int:
+        """Run ``call(data)`` after the next send fault; check OpenSSL's retry rule."""
         plan = self.chaos
-        if plan is None:
-            return super().send(data, flags)
+        if plan is None or self._chaos_busy:
+            return call(data)
         view = _as_bytes_view(data)
         plan.send_sizes.append(view.nbytes)
         retry = plan._retry
@@ -210,37 +240,104 @@ class ChaosSSLSocket(ssl.SSLSocket):
             plan.injected_send_wants += isinstance(exc, ssl.SSLError)
             if isinstance(exc, ssl.SSLError):
                 plan._retry = _Retry.of(view)
-            plan.log.append(f"<tls send {view.nbytes} B [{fault!r}]>")
+            plan.log.append(f"<tls {verb} {view.nbytes} B [{fault!r}]>")
             raise exc
+        self._chaos_busy = True
         try:
-            sent = super().send(view, flags)
+            sent = call(view)
         except (ssl.SSLWantWriteError, ssl.SSLWantReadError) as real:
             plan.real_send_wants += 1
             plan._retry = _Retry.of(view)
-            plan.log.append(f"<tls send {view.nbytes} B -> real {type(real).__name__}>")
+            plan.log.append(f"<tls {verb} {view.nbytes} B -> real {type(real).__name__}>")
             raise
+        finally:
+            self._chaos_busy = False
         plan._retry = None
         if plan.keep_sent:
             plan.sent += view[:sent]
-        plan.log.append(f"<tls send {view.nbytes} B -> {sent}>")
+        plan.log.append(f"<tls {verb} {view.nbytes} B -> {sent}>")
         return sent
+
+    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
+        """``SSLSocket.send``, after the next send fault; checks OpenSSL's retry rule."""
+        return self._chaos_send("send", data, lambda view: ssl.SSLSocket.send(self, view, flags))
+
+    def write(self, data: ReadableBuffer) -> int:
+        """``SSLSocket.write``, through the same fault path as :meth:`send`."""
+        return self._chaos_send("write", data, lambda view: ssl.SSLSocket.write(self, view))
+
+    # -- receiving -----------------------------------------------------------
+
+    def _chaos_recv(self, verb: str, size: int) -> int | None:
+        """Apply the next recv fault: raise, or return the smaller size to ask for (None: as is)."""
+        plan = self.chaos
+        if plan is None:
+            return None
+        fault = plan._next_recv_fault(size)
+        if fault is None:
+            return None
+        if fault.kind in ("want_read", "want_write"):
+            pending = self.pending()
+            if pending > 0:
+                # SSL_read hands out decrypted bytes before it reads the
+                # socket: no want-* while any are waiting.
+                plan.log.append(f"<tls {verb} [{fault!r} -> ok: {pending} B pending]>")
+                return None
+        plan.log.append(f"<tls {verb} [{fault!r}]>")
+        exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
+        if exc is not None:
+            raise exc
+        if fault.kind == "short":
+            return min(size, fault.arg)
+        return None
+
+    def _received(self, n: int) -> None:
+        if self.chaos is not None:
+            self.chaos.bytes_received += n
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
         """``SSLSocket.recv_into``, after the next recv fault."""
-        plan = self.chaos
+        if self.chaos is None or self._chaos_busy:
+            return super().recv_into(buffer, nbytes, flags)
         size = nbytes or _as_bytes_view(buffer).nbytes
-        fault = plan._next_recv_fault(size) if plan is not None else None
-        if plan is not None and fault is not None:
-            exc = fault.exception() if fault.kind in ("want_read", "want_write", "eintr") else None
-            plan.log.append(f"<tls recv [{fault!r}]>")
-            if exc is not None:
-                raise exc
-            if fault.kind == "short":
-                nbytes = min(size, fault.arg)
-        n = super().recv_into(buffer, nbytes, flags)
-        if plan is not None:
-            plan.bytes_received += n
+        limit = self._chaos_recv("recv", size)
+        self._chaos_busy = True
+        try:
+            n = super().recv_into(buffer, nbytes if limit is None else limit, flags)
+        finally:
+            self._chaos_busy = False
+        self._received(n)
         return n
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """``SSLSocket.recv``, after the next recv fault."""
+        if self.chaos is None or self._chaos_busy:
+            return super().recv(buflen, flags)
+        limit = self._chaos_recv("recv", buflen)
+        self._chaos_busy = True
+        try:
+            data = super().recv(buflen if limit is None else limit, flags)
+        finally:
+            self._chaos_busy = False
+        self._received(len(data))
+        return data
+
+    def read(self, len: int = 1024, buffer: WriteableBuffer | None = None) -> bytes:
+        """``SSLSocket.read`` (a count when *buffer* is given), after the next recv fault."""
+        if self.chaos is None or self._chaos_busy:
+            return super().read(len, buffer)
+        size = len
+        if buffer is not None:
+            room = _as_bytes_view(buffer).nbytes
+            size = room if size <= 0 or size > room else size
+        limit = self._chaos_recv("read", size)
+        self._chaos_busy = True
+        try:
+            got: Any = super().read(size if limit is None else limit, buffer)
+        finally:
+            self._chaos_busy = False
+        self._received(got if isinstance(got, int) else builtins.len(got))
+        return got  # type: ignore[no-any-return]
 
     def do_handshake(self, block: bool = False) -> None:
         """``SSLSocket.do_handshake``, after the next handshake fault."""

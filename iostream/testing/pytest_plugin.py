@@ -1,9 +1,15 @@
 """The ``iostream`` pytest plugin: loops on every poller, stream pairs, chaos records.
 
-Installed with the package as a ``pytest11`` entry point, so it is always
+Installed with the package as the ``pytest11`` entry point named
+``iostream.testing.pytest_plugin`` (its module path), so it is always
 loaded, and inert until a test asks for one of its fixtures: it adds one
 command-line option, and its hooks return at once for any test that uses
-none of its fixtures (collection of other projects is unchanged).
+none of its fixtures (collection of other projects is unchanged). Because
+the entry point has the module's name, listing the plugin again
+(``-p iostream.testing.pytest_plugin``, or ``pytest_plugins =
+["iostream.testing.pytest_plugin"]`` in a ``conftest.py``) is harmless:
+pytest sees it is already loaded. ``-p no:iostream.testing.pytest_plugin``
+disables it.
 
 Fixtures
     ``io_loop``

@@ -1,7 +1,7 @@
 """The careful version: buffers in both directions.
 
 * Outgoing bytes go to a buffer. Each ``send`` gets at most ``CHUNK`` bytes
-  (well under Winsock's 128 KiB), and whatever it does not take stays
+  (well under the 128 KiB Tornado caps Windows sends at), and whatever it does not take stays
   queued; the socket is watched for writability while anything is.
   Would-block and WSAENOBUFS/ENOBUFS mean "later"; EINTR means "again".
 * Incoming bytes go to a buffer too; each complete line in it is one
@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 from iostream import READ, WRITE, IOLoop
 
-#: The most bytes handed to one ``send`` (Winsock fails larger non-blocking
-#: sends with WSAENOBUFS instead of sending part of them).
+#: The most bytes handed to one ``send`` (Tornado saw Windows fail larger
+#: non-blocking sends outright instead of sending part; the WindowsSocket
+#: stand-in does that with WSAENOBUFS).
 CHUNK = 64 * 1024
 
 #: "No buffer space": ENOBUFS (BSDs, when short of mbufs) and WSAENOBUFS.

@@ -2,7 +2,8 @@
 
 1. ``send_line`` assumes ``send`` sends everything at once. It may send part
    (POSIX allows it), refuse with would-block or EINTR, or, on Windows, fail
-   a large send outright with WSAENOBUFS.
+   a large non-blocking send outright (what Tornado saw; the WindowsSocket
+   stand-in raises WSAENOBUFS).
 2. ``_on_readable`` assumes one ``recv`` returns one whole message. TCP is a
    byte stream: a ``recv`` may return part of a line, or several lines.
 

@@ -56,7 +56,7 @@ def test_plain(io_loop: IOLoop, impl: ModuleType) -> None:
 
 
 def test_windows_send_rules(io_loop: IOLoop, impl: ModuleType) -> None:
-    """Winsock: a send over 128 KiB fails with WSAENOBUFS instead of sending part."""
+    """The Windows stand-in: a non-blocking send over 128 KiB fails with WSAENOBUFS."""
     a, b = socket_pair()
     messages = [b"small", b"y" * (200 * 1024)]
     replies = echo(io_loop, impl, WindowsSocket.wrap(a), WindowsSocket.wrap(b), messages)
