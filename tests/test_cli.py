@@ -647,7 +647,7 @@ def test_h11_install_hint_is_the_http_extra_requirement() -> None:
     package index, whether or not iostream itself was installed from there (the
     ``iostream-loop`` distribution is not published yet: no hint may name it)."""
     tomllib = pytest.importorskip("tomllib")
-    with open(PACKAGE_PARENT / "pyproject.toml", "rb") as f:
+    with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]
     assert extras["http"] == ["h11>=0.14"]
     assert _cli.H11_INSTALL == "python -m pip install 'h11>=0.14'"
