@@ -124,6 +124,30 @@ def test_environment_variable_picks_the_poller(
     result.stdout.fnmatch_lines(["*test_loop[[]select[]] PASSED*"])
 
 
+def test_an_unusable_environment_poller_is_a_usage_error(
+    run: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/testing.md: IOSTREAM_POLLER naming a poller this OS lacks stops the run
+    at collection with the library's own reason (every IOLoop() would fail),
+    where --iostream-pollers would skip it."""
+    missing = next(iter(pollers.unavailable_reasons()), None)
+    if missing is None:
+        pytest.skip("every poller is available here")
+    run.makepyfile(
+        """
+        def test_loop(io_loop):
+            pass
+        """
+    )
+    monkeypatch.setenv(pollers.ENV_VAR, missing)
+    result = runpytest(run)
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error
+    result.stdout.fnmatch_lines([f"*iostream plugin:*{missing}*"])
+    monkeypatch.delenv(pollers.ENV_VAR)
+    skipped = runpytest(run, f"--iostream-pollers={missing}")
+    skipped.assert_outcomes(skipped=1)
+
+
 def test_a_conftest_io_loop_wins_and_stream_pair_uses_it(run: pytest.Pytester) -> None:
     run.makeconftest(
         """

@@ -571,3 +571,26 @@ def test_module_is_documented() -> None:
         if isinstance(obj, type) or inspect.isfunction(obj):
             assert (obj.__doc__ or "").strip(), name
     assert sys.modules["iostream.testing"].__doc__
+
+
+def test_a_seeded_windows_socket_never_raises_eintr() -> None:
+    """Non-blocking Winsock calls are never interrupted: with ``windows=True`` the
+    eintr share of the draws goes through (it used to raise POSIX EINTR)."""
+    a, b = socket_pair()
+    with a, b:
+        sock = ChaosSocket.wrap(a, seed=3, windows=True, block_rate=0.2, eintr_rate=0.5)
+        with sock:
+            for _ in range(500):  # bounded: each call draws one fault
+                try:
+                    sock.send(b"x")
+                except InterruptedError:
+                    raise AssertionError("a Windows socket raised EINTR") from None
+                except OSError:
+                    pass  # WSAEWOULDBLOCK / WSAENOBUFS, as drawn
+                try:
+                    b.recv(4096)
+                except BlockingIOError:
+                    pass
+            kinds = {fault.kind for fault in sock.send_record}
+    assert "eintr" not in kinds
+    assert kinds & {"wsa_block", "wsa_nobufs"}, kinds

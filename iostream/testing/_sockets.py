@@ -622,8 +622,9 @@ class ChaosSocket(socket.socket):
     * *eintr_rate*: ``InterruptedError(EINTR)``, nothing transferred.
 
     With ``windows=True`` the would-blocks are Winsock's (``wsa_block``:
-    ``errno == winerror == 10035``) and half of the send ones are
-    ``wsa_nobufs`` (10055) instead.
+    ``errno == winerror == 10035``), half of the send ones are
+    ``wsa_nobufs`` (10055) instead, and *eintr_rate*'s share goes through
+    unfaulted (non-blocking Winsock calls are never interrupted).
 
     Faults follow the socket's mode *at each call*, since POSIX allows
     EAGAIN and short transfers only on a non-blocking socket ("the socket
@@ -741,7 +742,10 @@ class ChaosSocket(socket.socket):
                 return WSA_NOBUFS
             return WSA_BLOCK
         if r < block_rate + eintr_rate:
-            return EINTR
+            # Windows: non-blocking Winsock calls never fail with an
+            # interruption (WSAEINTR is for a blocking call cancelled by
+            # WSACancelBlockingCall): the draw is spent, the call goes through.
+            return OK if self._windows else EINTR
         if r < block_rate + eintr_rate + short_rate and size > 1:
             # Log-uniform: as many 1..10-byte pieces as 1..10 KiB ones.
             return short(max(1, min(size - 1, int(2 ** rng.uniform(0, math.log2(size))))))

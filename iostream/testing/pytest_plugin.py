@@ -18,7 +18,9 @@ Fixtures
         ``stream_pair``) runs once per poller: every poller available here,
         or the one ``IOSTREAM_POLLER`` names, or those of
         ``--iostream-pollers=epoll,select`` (names that are known but not
-        available here are skipped, with the reason). A ``conftest.py``
+        available here are skipped, with the reason; an ``IOSTREAM_POLLER``
+        this OS cannot use stops the run at collection instead, as every
+        ``IOLoop()`` of the run would fail with it). A ``conftest.py``
         ``io_loop`` fixture overrides this one, as usual in pytest.
     ``iostream_poller``
         the name of the poller of this run (the parameter).
