@@ -156,6 +156,23 @@ class Timeout:
 _Timeout = Timeout
 
 
+def _clock_time(value: object, name: str, alternative: str = "") -> float:
+    """*value* (argument *name*) as a time on :meth:`IOLoop.time`'s clock.
+
+    A NaN would sit on top of the timer heap for ever, blocking every later
+    timer: refused. An infinite time is fine: "never".
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(
+            f"{name} must be a number on IOLoop.time()'s clock{alternative}, "
+            f"not {type(value).__name__}"
+        )
+    when = float(value)
+    if math.isnan(when):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return when
+
+
 def _resolve_once(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_result(None)
@@ -227,9 +244,7 @@ class Handle:
         try:
             self._context.run(callback, *self._args)
         except Exception as exc:
-            self._loop.call_exception_handler(
-                {"message": f"Exception in callback {callback!r}", "exception": exc, "handle": self}
-            )
+            self._loop._report_callback_error(callback, exc, self)
         return None
 
     def __repr__(self) -> str:
@@ -653,17 +668,8 @@ class IOLoop:
         """
         if isinstance(deadline, datetime.timedelta):
             when = self.time() + deadline.total_seconds()
-        elif isinstance(deadline, numbers.Real) and not isinstance(deadline, bool):
-            when = float(deadline)
-            if math.isnan(when):
-                # A NaN would sit on top of the heap for ever, blocking every
-                # later timer. (An infinite deadline is fine: "never".)
-                raise ValueError(f"deadline must be a number, got {deadline!r}")
         else:
-            raise TypeError(
-                "deadline must be a number on IOLoop.time()'s clock or a timedelta, "
-                f"not {type(deadline).__name__}"
-            )
+            when = _clock_time(deadline, "deadline", " or a timedelta")
         return self._schedule(when, callback, args, context)
 
     def call_later(
@@ -702,13 +708,7 @@ class IOLoop:
         asyncio's ``call_at``: unlike :meth:`add_timeout`'s, an exception
         from this callback goes to :meth:`call_exception_handler`.
         """
-        if not isinstance(when, numbers.Real) or isinstance(when, bool):
-            raise TypeError(
-                f"when must be a number on IOLoop.time()'s clock, not {type(when).__name__}"
-            )
-        if math.isnan(when):
-            raise ValueError(f"when must be a number, got {when!r}")
-        return self._schedule(float(when), callback, args, context, _TimerHandle)
+        return self._schedule(_clock_time(when, "when"), callback, args, context, _TimerHandle)
 
     def _schedule(
         self,
@@ -910,13 +910,7 @@ class IOLoop:
             result = callback(*args) if context is None else context.run(callback, *args)
         except Exception as exc:
             if timer is not None and timer._reports_to_handler:
-                self.call_exception_handler(
-                    {
-                        "message": f"Exception in callback {callback!r}",
-                        "exception": exc,
-                        "handle": timer,
-                    }
-                )
+                self._report_callback_error(callback, exc, timer)
             else:
                 app_log.exception("Exception in callback %r", callback)
             return
@@ -924,6 +918,15 @@ class IOLoop:
             # A coroutine or Future returned by a callback is run and its
             # failure logged (Tornado's add_callback/spawn_callback rule).
             self._adopt(result, callback)
+
+    def _report_callback_error(
+        self, callback: Callable[..., object], exc: Exception, handle: object
+    ) -> None:
+        """An asyncio-API callback (call_soon/call_later/call_at) raised: tell
+        the exception handler, as asyncio's ``Handle._run`` does."""
+        self.call_exception_handler(
+            {"message": f"Exception in callback {callback!r}", "exception": exc, "handle": handle}
+        )
 
     def _drop_cancelled_timers(self) -> None:
         # In place: the running loop holds a reference to this very list.

@@ -1352,7 +1352,11 @@ class BaseIOStream:
         """Receive straight into the read's target; False to stop for now."""
         target = read.target
         assert target is not None
-        if target.__class__ is mmap.mmap and read.filled + POPULATE_STEP > read.populated:  # type: ignore[union-attr]
+        if (
+            _POPULATE
+            and target.__class__ is mmap.mmap
+            and read.filled + POPULATE_STEP > read.populated  # type: ignore[union-attr]
+        ):
             _populate_ahead(read)  # type: ignore[arg-type]
         with memoryview(target) as view, view[read.filled :] as rest:
             received = self.read_from_fd(rest)
@@ -2105,8 +2109,9 @@ def _failed(loop: IOLoop, exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
-#: A direct read's target is mapped in this much at a time, ahead of the
-#: data (Linux: MADV_POPULATE_WRITE): see :func:`_new_read_target`.
+#: The first window of a direct read's target mapped in ahead of the data
+#: (Linux: MADV_POPULATE_WRITE; later windows double): see
+#: :func:`_new_read_target`.
 POPULATE_STEP = 8 * 1024 * 1024
 
 #: Linux: pages of a direct read's target are mapped in ahead of the data.
@@ -2117,7 +2122,7 @@ _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
 def _populate_ahead(read: _ReadBytes) -> None:
-    """Map in the next :data:`POPULATE_STEP` bytes of *read*'s target."""
+    """Map in the next window of *read*'s target, ahead of the data."""
     target = read.target
     assert isinstance(target, mmap.mmap)
     start = read.populated
@@ -2126,7 +2131,7 @@ def _populate_ahead(read: _ReadBytes) -> None:
     # and sent little costs what it sent plus one step.
     length = min(max(POPULATE_STEP, start), len(target) - start)
     read.populated = start + length
-    if _POPULATE and length > 0:
+    if length > 0:
         try:
             target.madvise(_MADV_POPULATE_WRITE, start, length)
         except (OSError, ValueError):
@@ -2157,7 +2162,7 @@ def _new_read_target(size: int) -> mmap.mmap:
     185-197 ms (3 of 5 runs) against a steady 57-74 ms with 4 KiB pages:
     on this VM the first touch of fresh huge pages is paid again and again.
     """
-    if _WINDOWS or not _POPULATE:
+    if not _POPULATE:
         return mmap.mmap(-1, size)
     return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 

@@ -260,13 +260,17 @@ def _check_destination(option: str, path: str) -> None:
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError as exc:
-        detail = _cli._one_line(exc.strerror or exc)
-        raise _UsageError(f"cannot write to {path} ({option}): {detail}") from None
+        raise _UsageError(_cannot_write(option, path, exc)) from None
     if not existed:
         try:
             os.unlink(path)
         except OSError:
             pass  # it is written at the end anyway
+
+
+def _cannot_write(option: str, path: str, exc: OSError) -> str:
+    """The one-line message for a report destination that cannot be written."""
+    return f"cannot write to {path} ({option}): {_cli._one_line(exc.strerror or exc)}"
 
 
 def _check_profile_dir(path: str) -> None:
@@ -294,8 +298,7 @@ def _write_outputs(text: str, report: _report.Report, args: argparse.Namespace) 
         try:
             Path(path).write_text(content, encoding="utf-8")
         except OSError as exc:
-            detail = _cli._one_line(exc.strerror or exc)
-            errors.append(f"cannot write to {path} ({option}): {detail}")
+            errors.append(_cannot_write(option, path, exc))
     try:
         _cli.write_stdout(text)
     except _cli.CLIError as exc:

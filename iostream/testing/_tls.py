@@ -9,7 +9,6 @@ and records every retry that breaks the rule.
 
 from __future__ import annotations
 
-import builtins
 import math
 import random
 import socket
@@ -291,35 +290,37 @@ class ChaosSSLSocket(ssl.SSLSocket):
             return min(size, fault.arg)
         return None
 
-    def _received(self, n: int) -> None:
-        if self.chaos is not None:
-            self.chaos.bytes_received += n
+    def _chaos_receive(self, verb: str, size: int, call: Callable[[int], Any]) -> Any:
+        """Run ``call(n)`` after the next recv fault (*n*: *size*, or a short
+        fault's count); count what it received (bytes, or a count)."""
+        plan = self.chaos
+        assert plan is not None
+        limit = self._chaos_recv(verb, size)
+        self._chaos_busy = True
+        try:
+            got = call(size if limit is None else limit)
+        finally:
+            self._chaos_busy = False
+        plan.bytes_received += got if isinstance(got, int) else len(got)
+        return got
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
         """``SSLSocket.recv_into``, after the next recv fault."""
         if self.chaos is None or self._chaos_busy:
             return super().recv_into(buffer, nbytes, flags)
         size = nbytes or _as_bytes_view(buffer).nbytes
-        limit = self._chaos_recv("recv", size)
-        self._chaos_busy = True
-        try:
-            n = super().recv_into(buffer, nbytes if limit is None else limit, flags)
-        finally:
-            self._chaos_busy = False
-        self._received(n)
+        n: int = self._chaos_receive(
+            "recv", size, lambda n: ssl.SSLSocket.recv_into(self, buffer, n, flags)
+        )
         return n
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         """``SSLSocket.recv``, after the next recv fault."""
         if self.chaos is None or self._chaos_busy:
             return super().recv(buflen, flags)
-        limit = self._chaos_recv("recv", buflen)
-        self._chaos_busy = True
-        try:
-            data = super().recv(buflen if limit is None else limit, flags)
-        finally:
-            self._chaos_busy = False
-        self._received(len(data))
+        data: bytes = self._chaos_receive(
+            "recv", buflen, lambda n: ssl.SSLSocket.recv(self, n, flags)
+        )
         return data
 
     def read(self, len: int = 1024, buffer: WriteableBuffer | None = None) -> bytes:
@@ -330,14 +331,10 @@ class ChaosSSLSocket(ssl.SSLSocket):
         if buffer is not None:
             room = _as_bytes_view(buffer).nbytes
             size = room if size <= 0 or size > room else size
-        limit = self._chaos_recv("read", size)
-        self._chaos_busy = True
-        try:
-            got: Any = super().read(size if limit is None else limit, buffer)
-        finally:
-            self._chaos_busy = False
-        self._received(got if isinstance(got, int) else builtins.len(got))
-        return got  # type: ignore[no-any-return]
+        got: bytes = self._chaos_receive(
+            "read", size, lambda n: ssl.SSLSocket.read(self, n, buffer)
+        )
+        return got
 
     def do_handshake(self, block: bool = False) -> None:
         """``SSLSocket.do_handshake``, after the next handshake fault."""
