@@ -344,6 +344,29 @@ class TestContract:
         finally:
             os.close(other)
 
+    def test_modify_of_an_fd_closed_while_registered(self, poller: Poller, pair: Pair) -> None:
+        # The one call whose outcome differs by backend (docs/guarantees.md):
+        # a kernel that is asked at once (epoll_ctl, kevent) refuses with
+        # EBADF; poll, /dev/poll and select only learn at the next wait and
+        # report the fd as ERROR there. Either way the fd is never reported
+        # ready for READ or WRITE, and unregister() still works.
+        _, b = pair
+        fd = b.fileno()
+        poller.register(fd, READ)
+        b.close()
+        try:
+            poller.modify(fd, READ | WRITE)
+        except OSError as exc:
+            assert exc.errno == errno.EBADF, exc
+            assert poller.poll(0) == []
+        else:
+            events, _ = poll_until(poller, fd, ERROR)
+            assert events & ERROR, events
+            assert not events & (READ | WRITE), events
+        poller.unregister(fd)
+        with pytest.raises(FileNotFoundError):
+            poller.modify(fd, READ)
+
     def test_closed_fd_does_not_starve_the_others(self, poller: Poller, pair: Pair) -> None:
         # select: one EBADF fails the whole call; poll: POLLNVAL every time.
         a, b = pair

@@ -153,7 +153,11 @@ class Poller(abc.ABC):
     def modify(self, fd: FileDescriptorLike, events: int) -> None:
         """Change the events watched on a registered *fd*.
 
-        Raises :class:`FileNotFoundError` if *fd* is not registered.
+        Raises :class:`FileNotFoundError` if *fd* is not registered. For an
+        fd closed while registered the backends differ: epoll and kqueue
+        raise :class:`OSError` (EBADF, their kernel is asked at once); poll,
+        devpoll and select accept it and report the fd as ERROR at the next
+        :meth:`poll`. Either way, :meth:`unregister` it.
         """
 
     @abc.abstractmethod
@@ -285,7 +289,8 @@ class FdTablePoller(Poller):
     - ``register`` of a registered fd: :class:`FileExistsError`;
     - ``modify``/``unregister`` of an unknown fd: :class:`FileNotFoundError`;
     - ``unregister`` of an fd closed while registered: no error (the backend's
-      ``_kernel_unregister`` swallows the kernel's complaint);
+      ``_kernel_unregister`` swallows the kernel's complaint); ``modify`` of
+      one is the backend's own (OSError at once, or ERROR at the next poll);
     - bad ``events``: :class:`ValueError`; a non-fd: :class:`TypeError`;
     - ``close()`` is idempotent; using a closed poller raises ValueError.
 
@@ -434,7 +439,8 @@ class FdTablePoller(Poller):
     def modify(self, fd: FileDescriptorLike, events: int) -> None:
         """Change the events watched on registered *fd*.
 
-        Raises :class:`FileNotFoundError` if *fd* is not registered.
+        Raises :class:`FileNotFoundError` if *fd* is not registered; an fd
+        closed while registered: see :meth:`Poller.modify`.
         """
         check_events(events)
         fileno = self._lookup(fd)
