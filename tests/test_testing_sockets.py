@@ -8,12 +8,14 @@ public API the package adds for users.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import inspect
+import select
 import socket
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -594,3 +596,166 @@ def test_a_seeded_windows_socket_never_raises_eintr() -> None:
             kinds = {fault.kind for fault in sock.send_record}
     assert "eintr" not in kinds
     assert kinds & {"wsa_block", "wsa_nobufs"}, kinds
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    """Until *sock* has something to read (bounded: 10 s)."""
+    readable, _, _ = select.select([sock], [], [], 10)
+    assert readable, "nothing arrived within 10 s"
+
+
+def test_every_receive_call_follows_the_recv_schedule(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    sock = ChaosSocket.wrap(
+        b, recv_faults=[short(3), Fault("block"), Fault("eintr"), short(2), short(1)]
+    )
+    with sock:
+        a.sendall(b"abcdefghij")
+        _wait_readable(sock)
+        got = bytearray()
+        data, _ = sock.recvfrom(100)  # short(3)
+        assert data == b"abc"
+        got += data
+        with pytest.raises(BlockingIOError):
+            sock.recvfrom_into(bytearray(100))
+        with pytest.raises(InterruptedError):
+            sock.recvmsg(100)
+        first, second = bytearray(1), bytearray(5)
+        n, _, _, _ = sock.recvmsg_into([first, second])  # short(2): one byte in each
+        assert n == 2 and (bytes(first), bytes(second[:1])) == (b"d", b"e")
+        got += first + second[:1]
+        buf = bytearray(100)
+        n, _ = sock.recvfrom_into(buf)  # short(1)
+        got += buf[:n]
+        data, _, _, _ = sock.recvmsg(100)  # the schedule is spent: everything left
+        got += data
+        assert got == b"abcdefghij"
+        assert sock.bytes_received == 10
+        assert sock.recv_record == [
+            short(3),
+            Fault("block"),
+            Fault("eintr"),
+            short(2),
+            short(1),
+            OK,
+        ]
+
+
+@pytest.mark.parametrize("method", ["recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into"])
+def test_a_seeded_receive_call_never_loses_or_reorders_a_byte(
+    pair: tuple[socket.socket, socket.socket], method: str
+) -> None:
+    a, b = pair
+    # High rates and 2 KiB reads: some 32 calls or more, every kind drawn.
+    sock = ChaosSocket.wrap(
+        b, seed=f"receive/{method}", short_rate=0.3, block_rate=0.3, eintr_rate=0.3
+    )
+    with sock:
+        view = memoryview(PAYLOAD)
+        got = bytearray()
+        scratch = bytearray(2 * KiB)
+        for _ in range(100_000):
+            if view:
+                with contextlib.suppress(BlockingIOError):
+                    view = view[a.send(view[: 16 * KiB]) :]
+            try:
+                if method == "recvfrom":
+                    got += sock.recvfrom(2 * KiB)[0]
+                elif method == "recvfrom_into":
+                    got += scratch[: sock.recvfrom_into(scratch)[0]]
+                elif method == "recvmsg":
+                    got += sock.recvmsg(2 * KiB)[0]
+                else:
+                    halves = [memoryview(scratch)[:KiB], memoryview(scratch)[KiB:]]
+                    got += scratch[: sock.recvmsg_into(halves)[0]]
+            except (BlockingIOError, InterruptedError):
+                pass
+            if not view and len(got) >= len(PAYLOAD):
+                break
+        assert bytes(got) == PAYLOAD
+        kinds = {fault.kind for fault in sock.recv_record}
+        assert {"short", "block", "eintr"} <= kinds, kinds
+
+
+@pytest.fixture
+def udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b.bind(("127.0.0.1", 0))
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_sendto_follows_the_send_schedule_and_datagrams_stay_whole(
+    udp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = udp_pair
+    sender = ChaosSocket.wrap(a, send_faults=[short(2), Fault("block"), OK])
+    receiver = ChaosSocket.wrap(b, recv_faults=[short(1), short(3)])
+    with sender, receiver:
+        to = receiver.getsockname()
+        # POSIX sends a datagram whole or not at all: a short token is spent as ok.
+        assert sender.sendto(b"first", to) == 5
+        with pytest.raises(BlockingIOError):
+            sender.sendto(b"second", 0, to)
+        assert sender.sendto(b"third", 0, to) == 5
+        assert [(call.nbytes, call.sent, call.error) for call in sender.sends] == [
+            (5, 5, ""),
+            (6, -1, "BlockingIOError"),
+            (5, 5, ""),
+        ]
+        assert "a message socket sends whole messages" in sender.log[0]
+        # A receive buffer smaller than a datagram discards the rest: the
+        # short tokens are spent as ok, nothing is lost.
+        _wait_readable(receiver)
+        data, address = receiver.recvfrom(100)
+        assert (data, address) == (b"first", sender.getsockname())
+        _wait_readable(receiver)
+        assert receiver.recvmsg(100)[0] == b"third"
+        assert receiver.recv_record == [short(1), short(3)]
+        assert all("message socket" in line for line in receiver.log)
+
+
+def test_windows_socket_receive_calls_would_block_as_winsock(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    sock = WindowsSocket.wrap(b)
+    with sock:
+        calls: list[Callable[[], object]] = [
+            lambda: sock.recvfrom(10),
+            lambda: sock.recvfrom_into(bytearray(10)),
+            lambda: sock.recvmsg(10),
+            lambda: sock.recvmsg_into([bytearray(10)]),
+        ]
+        for call in calls:
+            with pytest.raises(BlockingIOError) as info:
+                call()
+            assert info.value.errno == info.value.winerror == 10035  # type: ignore[attr-defined]
+        assert sock.would_blocks == 4
+        a.sendall(b"hello")
+        _wait_readable(sock)
+        assert sock.recvfrom(10)[0] == b"hello"
+        assert sock.bytes_received == 5
+
+
+def test_windows_sendto_refuses_more_than_the_limit(
+    udp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = udp_pair
+    sock = WindowsSocket.wrap(a)
+    with sock:
+        with pytest.raises(OSError) as info:
+            sock.sendto(b"x" * (WINDOWS_SEND_LIMIT + 1), b.getsockname())
+        assert info.value.winerror == WSAENOBUFS  # type: ignore[attr-defined]
+        assert sock.sendto(b"ping", 0, b.getsockname()) == 4
+        assert sock.refused == 1
+        assert sock.send_sizes == [WINDOWS_SEND_LIMIT + 1, 4]
+        _wait_readable(b)
+        assert b.recv(10) == b"ping"

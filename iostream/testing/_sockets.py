@@ -2,10 +2,12 @@
 
 Each class is a real ``socket.socket`` subclass that owns a real fd, so
 pollers, ``isinstance`` checks and asyncio's selector transports see an
-ordinary socket; only the Python-level calls (``send``, ``sendmsg``,
-``recv``, ``recv_into``, ``connect``, ``connect_ex``, ``getsockopt``,
-``makefile``) misbehave. See the package docstring (:mod:`iostream.testing`)
-for the documents they follow.
+ordinary socket; only the Python-level calls (``send``, ``sendall``,
+``sendmsg``, ``sendto``, ``recv``, ``recv_into``, ``recvfrom``,
+``recvfrom_into``, ``recvmsg``, ``recvmsg_into``; for WindowsSocket also
+``connect``, ``connect_ex``, ``getsockopt``, ``makefile``) misbehave.
+See the package docstring (:mod:`iostream.testing`) for the documents
+they follow.
 
 Both misbehave only as far as the socket's mode allows (see
 :class:`WindowsSocket` and :class:`ChaosSocket`): a *blocking* socket
@@ -26,7 +28,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from iostream._platform import WSAECONNABORTED, WSAECONNRESET, WSAENOBUFS, WSAEWOULDBLOCK
 
@@ -104,6 +106,13 @@ def wsa_error(code: int, cls: type[OSError] = OSError, message: str = "") -> OSE
     return exc
 
 
+_T = TypeVar("_T")
+#: What ``recvmsg`` and ``recvmsg_into`` return: data (or its size), ancillary
+#: data, message flags, address.
+_RecvMsg = tuple[bytes, list[tuple[int, int, bytes]], int, Any]
+_RecvMsgInto = tuple[int, list[tuple[int, int, bytes]], int, Any]
+
+
 def _as_bytes_view(data: Any) -> memoryview:
     view = memoryview(data)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
@@ -142,7 +151,7 @@ class WindowsSocket(socket.socket):
     socket: ``WindowsSocket(socket.AF_INET, socket.SOCK_STREAM)``.
 
     * on a **non-blocking** socket (``gettimeout() == 0.0``), a ``send``,
-      ``sendmsg`` or ``sendall`` of more than :data:`WINDOWS_SEND_LIMIT`
+      ``sendmsg``, ``sendto`` or ``sendall`` of more than :data:`WINDOWS_SEND_LIMIT`
       bytes raises ``OSError(10055)`` (WSAENOBUFS, ``winerror`` set) and
       sends nothing. That refusal is what Tornado observed on Windows (its
       128 KiB cap: "socket.send blows up if given a write buffer that's too
@@ -157,7 +166,7 @@ class WindowsSocket(socket.socket):
       writability itself), but whether Winsock refuses there is not
       established, and ``sendall`` with a timeout is common Windows code: the
       stand-in's choice is to let it send too;
-    * would-block on ``send``, ``recv``, ``recv_into`` and ``connect`` is
+    * would-block on every send and receive call and on ``connect`` is
       ``BlockingIOError`` with ``errno == winerror == 10035`` (WSAEWOULDBLOCK:
       Windows has no EINPROGRESS for a non-blocking connect), and
       ``connect_ex`` returns 10035 where POSIX returns EINPROGRESS;
@@ -229,6 +238,13 @@ class WindowsSocket(socket.socket):
             self._on_refusals()
         raise wsa_error(WSAENOBUFS, OSError, "[WinError 10055] No buffer space available")
 
+    def _admit(self, n: int) -> None:
+        """Record a send of *n* bytes; refuse it (WSAENOBUFS) if over the limit."""
+        self.send_sizes.append(n)
+        if self._over_limit(n):
+            self._refuse()
+        self._consecutive_refusals = 0
+
     def _over_limit(self, n: int) -> bool:
         # Only a non-blocking socket is refused: "send will block unless the
         # socket has been placed in a nonblocking mode" (Microsoft, send).
@@ -237,10 +253,7 @@ class WindowsSocket(socket.socket):
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
         """Send *data*; non-blocking and over :data:`WINDOWS_SEND_LIMIT` bytes: WSAENOBUFS."""
         n = _as_bytes_view(data).nbytes
-        self.send_sizes.append(n)
-        if self._over_limit(n):
-            self._refuse()
-        self._consecutive_refusals = 0
+        self._admit(n)
         try:
             return super().send(data, flags)
         except OSError as exc:
@@ -273,10 +286,7 @@ class WindowsSocket(socket.socket):
         """
         views = [_as_bytes_view(b) for b in buffers]
         n = sum(v.nbytes for v in views)
-        self.send_sizes.append(n)
-        if self._over_limit(n):
-            self._refuse()
-        self._consecutive_refusals = 0
+        self._admit(n)
         try:
             if address is None:
                 return super().sendmsg(views, ancdata, flags)
@@ -301,6 +311,54 @@ class WindowsSocket(socket.socket):
             raise self._translate(exc) from None
         self.bytes_received += len(data)
         return data
+
+    def _winsock(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)``, its would-block and connection errors as Winsock's."""
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise self._translate(exc) from None
+
+    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        """``recvfrom`` with would-block and connection errors as Winsock codes."""
+        data, address = self._winsock(super().recvfrom, bufsize, flags)
+        self.bytes_received += len(data)
+        return data, address
+
+    def recvfrom_into(
+        self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0
+    ) -> tuple[int, Any]:
+        """``recvfrom_into`` with would-block and connection errors as Winsock codes."""
+        n, address = self._winsock(super().recvfrom_into, buffer, nbytes, flags)
+        self.bytes_received += n
+        return n, address
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /) -> _RecvMsg:
+        """``recvmsg`` with Winsock's codes (no such call on Windows: as :meth:`sendmsg`)."""
+        result: _RecvMsg = self._winsock(super().recvmsg, bufsize, ancbufsize, flags)
+        self.bytes_received += len(result[0])
+        return result
+
+    def recvmsg_into(
+        self, buffers: Iterable[WriteableBuffer], ancbufsize: int = 0, flags: int = 0, /
+    ) -> _RecvMsgInto:
+        """``recvmsg_into`` with Winsock's codes (Windows has none: as :meth:`sendmsg`)."""
+        result: _RecvMsgInto = self._winsock(super().recvmsg_into, buffers, ancbufsize, flags)
+        self.bytes_received += result[0]
+        return result
+
+    @overload
+    def sendto(self, data: ReadableBuffer, address: Any, /) -> int: ...
+
+    @overload
+    def sendto(self, data: ReadableBuffer, flags: int, address: Any, /) -> int: ...
+
+    def sendto(self, data: ReadableBuffer, *args: Any) -> int:
+        """``sendto(data, [flags,] address)``: :meth:`send`'s limit and Winsock's codes."""
+        n = _as_bytes_view(data).nbytes
+        self._admit(n)
+        sent: int = self._winsock(super().sendto, data, *args)
+        return sent
 
     def connect(self, address: Any, /) -> None:
         """``connect``; in progress is WSAEWOULDBLOCK, as on Windows."""
@@ -608,8 +666,11 @@ class ChaosSocket(socket.socket):
 
     ``ChaosSocket(family, type, proto, fileno, *, seed=None, ...)`` or
     :meth:`wrap` (takes over a connected socket's fd). Each ``send`` /
-    ``sendmsg`` call takes the next token of ``send_faults``, each ``recv`` /
-    ``recv_into`` call the next of ``recv_faults`` (see :class:`Fault`).
+    ``sendmsg`` / ``sendto`` call takes the next token of ``send_faults``,
+    each ``recv`` / ``recv_into`` / ``recvfrom`` / ``recvfrom_into`` /
+    ``recvmsg`` / ``recvmsg_into`` call the next of ``recv_faults`` (see
+    :class:`Fault`); on a datagram socket a ``short`` token is spent as
+    ``ok`` (POSIX moves a message whole or not at all).
     When a schedule runs out the socket behaves, unless *seed* is given:
     then every further call draws its fault from a :class:`random.Random`
     seeded with *seed* (sends and receives from separate streams of it), with
@@ -761,6 +822,18 @@ class ChaosSocket(socket.socket):
         self.send_record.append(fault)
         return fault
 
+    def _whole_messages(self) -> bool:
+        """A datagram (or seqpacket) socket: no ``short`` fault can apply.
+
+        POSIX moves a message whole or not at all: send "shall fail and no
+        data shall be transmitted" if the message is too long, and a receive
+        buffer too small for a message has "the excess bytes ... discarded"
+        (``send``, ``recv``). A short transfer there is not something an OS
+        does, and a short receive would lose the rest: the token is spent as
+        ``ok``.
+        """
+        return self.type != socket.SOCK_STREAM
+
     # -- the socket calls ----------------------------------------------------
 
     def _send_call(self, total: int, head: bytes, transmit: Callable[[int | None], int]) -> int:
@@ -780,6 +853,9 @@ class ChaosSocket(socket.socket):
             if timeout > 0 and drawn.kind in _TIMEOUT_HIDES:
                 applied = OK
                 note = f" ({drawn!r} -> ok: timeout mode)"
+            elif drawn.kind == "short" and self._whole_messages():
+                applied = OK
+                note = f" ({drawn!r} -> ok: a message socket sends whole messages)"
         call = SendCall(total, head, drawn)
         self.sends.append(call)
         try:
@@ -860,6 +936,9 @@ class ChaosSocket(socket.socket):
             self.log.append(f"<recv {size} B [{fault!r}] -> {type(exc).__name__}>")
             raise exc
         if fault.kind == "short":
+            if self._whole_messages():
+                self.log.append(f"<recv {size} B [{fault!r} -> ok: a message socket]>")
+                return size
             size = min(size, fault.arg)
         self.log.append(f"<recv {size} B [{fault!r}]>")
         return size
@@ -877,6 +956,57 @@ class ChaosSocket(socket.socket):
         data = super().recv(self._recv_fault(bufsize), flags)
         self.bytes_received += len(data)
         return data
+
+    def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
+        """``recvfrom`` as the next recv fault says."""
+        data, address = super().recvfrom(self._recv_fault(bufsize), flags)
+        self.bytes_received += len(data)
+        return data, address
+
+    def recvfrom_into(
+        self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0
+    ) -> tuple[int, Any]:
+        """``recvfrom_into`` as the next recv fault says."""
+        if not nbytes:
+            nbytes = _as_bytes_view(buffer).nbytes
+        n, address = super().recvfrom_into(buffer, self._recv_fault(nbytes), flags)
+        self.bytes_received += n
+        return n, address
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /) -> _RecvMsg:
+        """``recvmsg`` as the next recv fault says (a short one limits *bufsize*)."""
+        result = super().recvmsg(self._recv_fault(bufsize), ancbufsize, flags)
+        self.bytes_received += len(result[0])
+        return result
+
+    def recvmsg_into(
+        self, buffers: Iterable[WriteableBuffer], ancbufsize: int = 0, flags: int = 0, /
+    ) -> _RecvMsgInto:
+        """``recvmsg_into`` as the next recv fault says (a short one fills fewer bytes)."""
+        views = [_as_bytes_view(b) for b in buffers]
+        total = sum(v.nbytes for v in views)
+        size = self._recv_fault(total)
+        result = super().recvmsg_into(
+            views if size >= total else _truncated(views, size), ancbufsize, flags
+        )
+        self.bytes_received += result[0]
+        return result
+
+    @overload
+    def sendto(self, data: ReadableBuffer, address: Any, /) -> int: ...
+
+    @overload
+    def sendto(self, data: ReadableBuffer, flags: int, address: Any, /) -> int: ...
+
+    def sendto(self, data: ReadableBuffer, *args: Any) -> int:
+        """``sendto(data, [flags,] address)`` as the next send fault says (in ``sends``)."""
+        view = _as_bytes_view(data)
+        base_sendto: Callable[..., int] = super().sendto
+        return self._send_call(
+            view.nbytes,
+            view[:PREFIX].tobytes(),
+            lambda limit: base_sendto(view if limit is None else view[:limit], *args),
+        )
 
     # -- the record ----------------------------------------------------------
 
