@@ -25,6 +25,7 @@ from iostream import IOLoop, IOStream, SSLIOStream
 from iostream.testing import (
     OK,
     WINDOWS_SEND_LIMIT,
+    WSAEMSGSIZE,
     WSAENOBUFS,
     ChaosSocket,
     Fault,
@@ -745,17 +746,59 @@ def test_windows_socket_receive_calls_would_block_as_winsock(
         assert sock.bytes_received == 5
 
 
-def test_windows_sendto_refuses_more_than_the_limit(
+def test_windows_sendto_refuses_more_than_the_limit_on_a_stream_socket(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, _ = pair
+    sock = WindowsSocket.wrap(a)
+    with sock:
+        # Refused before the OS sees the call, so the address does not matter.
+        with pytest.raises(OSError) as info:
+            sock.sendto(b"x" * (WINDOWS_SEND_LIMIT + 1), ("127.0.0.1", 9))
+        assert info.value.errno == info.value.winerror == WSAENOBUFS  # type: ignore[attr-defined]
+        assert sock.refused == 1
+        assert sock.send_sizes == [WINDOWS_SEND_LIMIT + 1]
+
+
+def test_windows_sendto_of_a_too_long_datagram_is_wsaemsgsize(
     udp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = udp_pair
     sock = WindowsSocket.wrap(a)
     with sock:
+        # No UDP datagram can hold 128 KiB: the OS refuses it (EMSGSIZE), and
+        # Winsock documents WSAEMSGSIZE for that, not the stream cap's WSAENOBUFS.
         with pytest.raises(OSError) as info:
             sock.sendto(b"x" * (WINDOWS_SEND_LIMIT + 1), b.getsockname())
-        assert info.value.winerror == WSAENOBUFS  # type: ignore[attr-defined]
+        assert info.value.errno == info.value.winerror == WSAEMSGSIZE  # type: ignore[attr-defined]
+        assert sock.refused == 0
         assert sock.sendto(b"ping", 0, b.getsockname()) == 4
-        assert sock.refused == 1
         assert sock.send_sizes == [WINDOWS_SEND_LIMIT + 1, 4]
         _wait_readable(b)
         assert b.recv(10) == b"ping"
+
+
+@pytest.mark.skipif(
+    sys.platform not in ("linux", "win32"),
+    reason="macOS and the BSDs refuse an address on a connected stream socket (EISCONN)",
+)
+def test_sendto_on_a_stream_socket_sends_a_prefix_on_a_short_fault(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    sock = ChaosSocket.wrap(a, send_faults=[short(2), Fault("eintr"), OK])
+    with sock:
+        to = b.getsockname()
+        assert sock.sendto(b"hello", to) == 2
+        with pytest.raises(InterruptedError):
+            sock.sendto(b"llo", 0, to)
+        assert sock.sendto(b"llo", 0, to) == 3
+        b.settimeout(10)
+        assert _recv_exactly(b, 5) == b"hello"
+        assert [(call.nbytes, call.sent, call.error) for call in sock.sends] == [
+            (5, 2, ""),
+            (3, -1, "InterruptedError"),
+            (3, 3, ""),
+        ]
+        assert sock.send_violations(b"hello") == []
+        assert sock.send_record == [short(2), Fault("eintr"), OK]

@@ -18,7 +18,7 @@ happen, on purpose and reproducibly, on any OS:
     included), connection errors and ``SO_ERROR`` with WSA codes (``errno``
     and ``winerror`` both set, as Python on Windows does). On a non-blocking
     socket it also fails a ``send`` of more than :data:`WINDOWS_SEND_LIMIT`
-    (128 KiB) with WSAENOBUFS and sends nothing. That is *not* what
+    (128 KiB) to a stream socket with WSAENOBUFS and sends nothing. That is *not* what
     Microsoft's page says ("On nonblocking stream oriented sockets, the
     number of bytes written can be between 1 and the requested length"): it
     is the behaviour Tornado observed and caps its Windows sends for ("On
@@ -85,6 +85,7 @@ from iostream.testing._sockets import (
     WSAECONNABORTED,
     WSAECONNREFUSED,
     WSAECONNRESET,
+    WSAEMSGSIZE,
     WSAENOBUFS,
     WSAETIMEDOUT,
     WSAEWOULDBLOCK,
@@ -109,6 +110,7 @@ __all__ = [
     "WSAECONNABORTED",
     "WSAECONNREFUSED",
     "WSAECONNRESET",
+    "WSAEMSGSIZE",
     "WSAENOBUFS",
     "WSAETIMEDOUT",
     "WSAEWOULDBLOCK",

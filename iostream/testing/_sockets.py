@@ -42,6 +42,7 @@ __all__ = [
     "WSAECONNABORTED",
     "WSAECONNREFUSED",
     "WSAECONNRESET",
+    "WSAEMSGSIZE",
     "WSAENOBUFS",
     "WSAETIMEDOUT",
     "WSAEWOULDBLOCK",
@@ -61,13 +62,15 @@ KiB = 1024
 # Winsock codes, as Python on Windows puts them in both ``errno`` and
 # ``winerror`` (``winerror_to_errno`` passes 10000-11999 through unchanged).
 # The ones the library itself handles are named in iostream._platform; the
-# stand-in also needs two that only show up in errors it emulates.
+# stand-in also needs three that only show up in errors it emulates.
 #: WSAETIMEDOUT: a connection attempt or an established connection timed out.
 WSAETIMEDOUT = 10060
 #: WSAECONNREFUSED: nothing listens at the address connected to.
 WSAECONNREFUSED = 10061
+#: WSAEMSGSIZE: a datagram too long for the protocol (POSIX EMSGSIZE).
+WSAEMSGSIZE = 10040
 
-#: The largest ``send`` the Windows stand-in accepts on a non-blocking socket.
+#: The largest ``send`` the Windows stand-in accepts on a non-blocking stream socket.
 #: This is Tornado's observed behaviour, not a documented Winsock rule:
 #: tornado/iostream.py caps sends at 128 KiB because "On windows,
 #: socket.send blows up if given a write buffer that's too large, instead of
@@ -87,6 +90,7 @@ _TO_WSA: dict[int, tuple[int, type[OSError]]] = {
     errno.ECONNABORTED: (WSAECONNABORTED, ConnectionAbortedError),
     errno.ECONNREFUSED: (WSAECONNREFUSED, ConnectionRefusedError),
     errno.ETIMEDOUT: (WSAETIMEDOUT, TimeoutError),
+    errno.EMSGSIZE: (WSAEMSGSIZE, OSError),
 }
 
 
@@ -150,28 +154,34 @@ class WindowsSocket(socket.socket):
     Make one with :meth:`wrap` (takes over a real socket's fd) or like a
     socket: ``WindowsSocket(socket.AF_INET, socket.SOCK_STREAM)``.
 
-    * on a **non-blocking** socket (``gettimeout() == 0.0``), a ``send``,
-      ``sendmsg``, ``sendto`` or ``sendall`` of more than :data:`WINDOWS_SEND_LIMIT`
-      bytes raises ``OSError(10055)`` (WSAENOBUFS, ``winerror`` set) and
-      sends nothing. That refusal is what Tornado observed on Windows (its
-      128 KiB cap: "socket.send blows up if given a write buffer that's too
-      large"), the worst case a careful caller must survive; it is not what
-      Microsoft's ``send`` page describes, which says "On nonblocking stream
-      oriented sockets, the number of bytes written can be between 1 and the
-      requested length". A **blocking** socket (``gettimeout() is None``)
+    * on a **non-blocking** stream socket (``gettimeout() == 0.0``), a
+      ``send``, ``sendmsg``, ``sendto`` or ``sendall`` of more than
+      :data:`WINDOWS_SEND_LIMIT` bytes raises ``OSError(10055)``
+      (WSAENOBUFS, ``winerror`` set) and sends nothing. That refusal is
+      what Tornado observed on Windows (its 128 KiB cap: "socket.send
+      blows up if given a write buffer that's too large"), the worst case
+      a careful caller must survive; it is not what Microsoft's ``send``
+      page describes, which says "On nonblocking stream oriented sockets,
+      the number of bytes written can be between 1 and the requested
+      length". A **blocking** socket (``gettimeout() is None``)
       sends it all: "If no buffer space is available within the transport
       system to hold the data to be transmitted, send will block unless the
       socket has been placed in a nonblocking mode" (Microsoft, ``send``). A
       socket with a timeout is non-blocking at the OS level (Python waits for
       writability itself), but whether Winsock refuses there is not
       established, and ``sendall`` with a timeout is common Windows code: the
-      stand-in's choice is to let it send too;
+      stand-in's choice is to let it send too. A datagram socket is not
+      capped: Tornado's observation is of stream sends, and Microsoft's
+      ``sendto`` page gives message-oriented sockets another rule ("If the
+      data is too long to pass atomically through the underlying protocol,
+      the error WSAEMSGSIZE is returned and no data is transmitted"), which
+      the stand-in gets from the OS (EMSGSIZE, reported as 10040);
     * would-block on every send and receive call and on ``connect`` is
       ``BlockingIOError`` with ``errno == winerror == 10035`` (WSAEWOULDBLOCK:
       Windows has no EINPROGRESS for a non-blocking connect), and
       ``connect_ex`` returns 10035 where POSIX returns EINPROGRESS;
-    * connection errors, ``connect_ex`` results and ``SO_ERROR`` carry WSA
-      codes (10054, 10061, ...);
+    * connection errors (on every send and receive call), ``connect_ex``
+      results and ``SO_ERROR`` carry WSA codes (10054, 10061, ...);
     * ``makefile()`` files return None (not an exception) when a
       non-blocking read or write would block, as on Windows: there
       ``errno.EWOULDBLOCK`` is 10035, which ``socket.SocketIO`` takes for
@@ -247,8 +257,12 @@ class WindowsSocket(socket.socket):
 
     def _over_limit(self, n: int) -> bool:
         # Only a non-blocking socket is refused: "send will block unless the
-        # socket has been placed in a nonblocking mode" (Microsoft, send).
-        return n > WINDOWS_SEND_LIMIT and self.gettimeout() == 0.0
+        # socket has been placed in a nonblocking mode" (Microsoft, send);
+        # and only a stream one: a datagram too long fails in the OS with
+        # EMSGSIZE, translated to Winsock's WSAEMSGSIZE (Microsoft, sendto).
+        return (
+            n > WINDOWS_SEND_LIMIT and self.gettimeout() == 0.0 and self.type == socket.SOCK_STREAM
+        )
 
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
         """Send *data*; non-blocking and over :data:`WINDOWS_SEND_LIMIT` bytes: WSAENOBUFS."""
@@ -354,7 +368,15 @@ class WindowsSocket(socket.socket):
     def sendto(self, data: ReadableBuffer, flags: int, address: Any, /) -> int: ...
 
     def sendto(self, data: ReadableBuffer, *args: Any) -> int:
-        """``sendto(data, [flags,] address)``: :meth:`send`'s limit and Winsock's codes."""
+        """``sendto(data, [flags,] address)``: :meth:`send`'s limit and Winsock's codes.
+
+        The limit applies to a stream socket only (on one, Winsock ignores
+        the address: ``sendto`` is ``send``); a datagram socket gets the
+        OS's verdict, a too-long datagram failing with WSAEMSGSIZE (10040).
+        A datagram longer than a receive buffer is cut short silently, as on
+        POSIX; Winsock's ``recvfrom`` fails that call with WSAEMSGSIZE
+        instead, which the stand-in does not emulate.
+        """
         n = _as_bytes_view(data).nbytes
         self._admit(n)
         sent: int = self._winsock(super().sendto, data, *args)
