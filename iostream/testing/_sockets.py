@@ -238,6 +238,13 @@ class WindowsSocket(socket.socket):
             self.would_blocks += 1
         return wsa_error(wsa, cls)
 
+    def _winsock(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)``, its would-block and connection errors as Winsock's."""
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise self._translate(exc) from None
+
     def _refuse(self) -> None:
         # What Winsock does with a non-blocking send larger than its
         # buffers: fail the whole call, send nothing.
@@ -268,10 +275,8 @@ class WindowsSocket(socket.socket):
         """Send *data*; non-blocking and over :data:`WINDOWS_SEND_LIMIT` bytes: WSAENOBUFS."""
         n = _as_bytes_view(data).nbytes
         self._admit(n)
-        try:
-            return super().send(data, flags)
-        except OSError as exc:
-            raise self._translate(exc) from None
+        sent: int = self._winsock(super().send, data, flags)
+        return sent
 
     def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
         """``sendall`` through :meth:`send` (the C one would bypass the stand-in).
@@ -301,37 +306,21 @@ class WindowsSocket(socket.socket):
         views = [_as_bytes_view(b) for b in buffers]
         n = sum(v.nbytes for v in views)
         self._admit(n)
-        try:
-            if address is None:
-                return super().sendmsg(views, ancdata, flags)
-            return super().sendmsg(views, ancdata, flags, address)
-        except OSError as exc:
-            raise self._translate(exc) from None
+        args = (views, ancdata, flags) if address is None else (views, ancdata, flags, address)
+        sent: int = self._winsock(super().sendmsg, *args)
+        return sent
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         """``recv_into`` with would-block and connection errors as Winsock codes."""
-        try:
-            n = super().recv_into(buffer, nbytes, flags)
-        except OSError as exc:
-            raise self._translate(exc) from None
+        n: int = self._winsock(super().recv_into, buffer, nbytes, flags)
         self.bytes_received += n
         return n
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         """``recv`` with would-block and connection errors as Winsock codes."""
-        try:
-            data = super().recv(bufsize, flags)
-        except OSError as exc:
-            raise self._translate(exc) from None
+        data: bytes = self._winsock(super().recv, bufsize, flags)
         self.bytes_received += len(data)
         return data
-
-    def _winsock(self, call: Callable[..., _T], *args: Any) -> _T:
-        """``call(*args)``, its would-block and connection errors as Winsock's."""
-        try:
-            return call(*args)
-        except OSError as exc:
-            raise self._translate(exc) from None
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
         """``recvfrom`` with would-block and connection errors as Winsock codes."""
@@ -387,10 +376,7 @@ class WindowsSocket(socket.socket):
         # A non-blocking connect on Windows fails at once with WSAEWOULDBLOCK
         # (POSIX says EINPROGRESS); the outcome shows later as writability
         # (success) or in the exceptional set with SO_ERROR set (failure).
-        try:
-            super().connect(address)
-        except OSError as exc:
-            raise self._translate(exc) from None
+        self._winsock(super().connect, address)
 
     def connect_ex(self, address: Any, /) -> int:
         """``connect_ex``; the error code is Winsock's (10035 in progress, 10061 refused)."""
